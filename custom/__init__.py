@@ -1,0 +1,1 @@
+"""Shared code of the T3D bundles: networks, losses, transforms, data tools, engines, evaluation and weights."""

@@ -1,0 +1,38 @@
+"""Process-group set-up shared by every ``multi_gpu_*.json`` overlay: NCCL on GPUs, gloo on CPU (tests, laptops)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process"]
+
+
+def init_distributed() -> None:
+    """Join the ``torchrun`` process group (no-op if already joined); the backend follows the hardware."""
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def distributed_device() -> torch.device:
+    """This rank's device: ``cuda:LOCAL_RANK`` when GPUs exist, else the CPU."""
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device("cpu")
+
+
+def wrap_ddp(network: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``DistributedDataParallel`` with ``device_ids`` only on GPU (gloo on CPU rejects them)."""
+    network = network.to(device)
+    device_ids = [device] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(
+        network, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0

@@ -12,7 +12,16 @@ import zlib
 import nibabel as nib
 import numpy as np
 
-__all__ = ["DataError", "load_nifti_checked", "check_volume_array", "check_report_text", "read_text_file"]
+__all__ = [
+    "DataError",
+    "load_nifti_checked",
+    "check_volume_array",
+    "check_report_text",
+    "read_text_file",
+    "check_same_geometry",
+    "check_label_values",
+    "check_channel_count",
+]
 
 
 class DataError(ValueError):
@@ -69,3 +78,41 @@ def read_text_file(path: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: expected UTF-8 text, found an invalid byte at offset {err.start}") from None
+
+
+def check_same_geometry(
+    image_shape: tuple[int, ...],
+    image_affine: np.ndarray,
+    label_shape: tuple[int, ...],
+    label_affine: np.ndarray,
+    source: str,
+    atol: float = 1e-3,
+) -> None:
+    """An image and its label map must share the spatial grid: same spatial shape and (to ``atol`` mm) same affine."""
+    if tuple(image_shape) != tuple(label_shape):
+        raise DataError(
+            f"{source}: expected the label's spatial shape to equal the image's {tuple(image_shape)}, "
+            f"found {tuple(label_shape)}"
+        )
+    image_affine, label_affine = np.asarray(image_affine, dtype=np.float64), np.asarray(label_affine, dtype=np.float64)
+    if not np.allclose(image_affine, label_affine, atol=atol):
+        worst = float(np.abs(image_affine - label_affine).max())
+        raise DataError(
+            f"{source}: expected the label's affine to equal the image's, found a difference of {worst:.4g} "
+            f"(image {np.round(image_affine[:3], 3).tolist()}, label {np.round(label_affine[:3], 3).tolist()})"
+        )
+
+
+def check_label_values(values: np.ndarray, allowed: set[int] | list[int], source: str) -> None:
+    """Every value of a label map must be one of ``allowed`` (the classes of the bundle's ``channel_def``)."""
+    found = {float(v) for v in np.unique(np.asarray(values))}
+    unknown = sorted(v for v in found if v not in {float(a) for a in allowed})
+    if unknown:
+        shown = [int(v) if float(v).is_integer() else v for v in unknown[:10]]
+        raise DataError(f"{source}: expected label values in {sorted(int(a) for a in allowed)}, found {shown}")
+
+
+def check_channel_count(channels: int, expected: int, source: str) -> None:
+    """The number of image channels must match the network's ``in_channels``."""
+    if int(channels) != int(expected):
+        raise DataError(f"{source}: expected {expected} image channel(s) for the network, found {channels}")

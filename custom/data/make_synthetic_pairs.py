@@ -25,6 +25,8 @@ import numpy as np
 from custom.data.synthetic_ct import FINDING_NAMES, render_phantom, sample_findings
 from custom.data.synthetic_reports import write_report
 
+from custom.engines.distributed import main_process_first
+
 __all__ = ["make_synthetic_pairs", "ensure_synthetic_pairs"]
 
 DATALIST_NAME = "pairs_datalist.json"
@@ -82,6 +84,7 @@ def make_synthetic_pairs(
     return path
 
 
+@main_process_first
 def ensure_synthetic_pairs(out_dir: str, **kwargs) -> str:
     """Generate the set unless ``out_dir`` already has a datalist (bundles call this in ``initialize``)."""
     path = os.path.join(out_dir, DATALIST_NAME)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process"]
+__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process", "main_process_first"]
 
 
 def init_distributed() -> None:
@@ -36,3 +38,21 @@ def wrap_ddp(network: torch.nn.Module, device: torch.device, find_unused_paramet
 
 def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def main_process_first(fn: Callable) -> Callable:
+    """Run ``fn`` on rank 0 first, then on the other ranks (which then find its outputs ready): for idempotent
+    preparation steps such as generating data or building a model folder. Plain call outside DDP."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return fn(*args, **kwargs)
+        if dist.get_rank() == 0:
+            result = fn(*args, **kwargs)
+            dist.barrier()
+            return result
+        dist.barrier()
+        return fn(*args, **kwargs)
+
+    return wrapper

@@ -14,11 +14,21 @@ class EncoderFeatures:
     """What a backbone's ``encode`` returns and its ``decode`` consumes.
 
     ``skips``: backbone-specific skip tensors, highest resolution first, each ``(B, C_i, *S_i)``.
-    ``bottleneck``: ``(B, C, d, h, w)``, the coarsest features; ``tokens`` flattens it to ``(B, d*h*w, C)``.
+    ``bottleneck``: ``(B, C, d, h, w)``, the coarsest features the decoder consumes; ``tokens`` flattens it to
+    ``(B, d*h*w, C)`` (what the interactor updates).
+    ``embedding_source``: ``(B, C, d, h, w)`` features the image embedding is pooled from; defaults to the bottleneck.
+    SwinUNETR uses its transformer output here (as the public SwinUNETR SSL heads do): its bottleneck block ends in
+    instance normalisation, which on a 2^3..3^3 grid removes almost everything a global embedding needs.
     """
 
     skips: list[torch.Tensor]
     bottleneck: torch.Tensor
+    embedding_source: torch.Tensor | None = None
+
+    @property
+    def embedding_tokens(self) -> torch.Tensor:
+        source = self.bottleneck if self.embedding_source is None else self.embedding_source
+        return source.flatten(2).transpose(1, 2)
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -27,4 +37,4 @@ class EncoderFeatures:
     def with_tokens(self, tokens: torch.Tensor) -> "EncoderFeatures":
         """Same skips, bottleneck replaced by ``tokens`` ``(B, N, C)`` reshaped to the bottleneck grid."""
         bottleneck = tokens.transpose(1, 2).reshape(self.bottleneck.shape)
-        return EncoderFeatures(skips=self.skips, bottleneck=bottleneck)
+        return EncoderFeatures(skips=self.skips, bottleneck=bottleneck, embedding_source=self.embedding_source)

@@ -17,7 +17,9 @@ class BasicUNetBackbone(BasicUNet):
     """MONAI ``BasicUNet`` with the forward pass split at the bottleneck (same ``state_dict`` keys as BasicUNet).
 
     Input ``(B, in_channels, D, H, W)`` with D, H, W divisible by 16; bottleneck ``(B, features[4], D/16, H/16, W/16)``.
-    ``use_checkpoint`` recomputes the encoder blocks in the backward pass to save activation memory.
+    ``use_checkpoint`` recomputes the encoder blocks in the backward pass to save activation memory. ``norm`` is
+    MONAI's norm spec; the default instance norm matches ``BasicUNet``'s, batch norm keeps per-crop intensity
+    information in the bottleneck that instance norm removes (the CPU toy uses it, see the bundle docs).
     """
 
     encoder_prefixes: tuple[str, ...] = ("conv_0.", "down_1.", "down_2.", "down_3.", "down_4.")
@@ -27,9 +29,10 @@ class BasicUNetBackbone(BasicUNet):
         in_channels: int = 1,
         out_channels: int = 1,
         features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+        norm: str | tuple = ("instance", {"affine": True}),
         use_checkpoint: bool = False,
     ) -> None:
-        super().__init__(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, features=features)
+        super().__init__(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, features=features, norm=norm)
         self.bottleneck_channels = int(features[4])
         self.use_checkpoint = use_checkpoint
 

@@ -1,0 +1,16 @@
+"""Command line: ``python -m custom.data.bimcv {curate,curate_csv,miniature} --help``."""
+
+import sys
+
+import fire
+
+from custom.data.bimcv.curate import curate, curate_csv
+from custom.data.bimcv.miniature import make_miniature
+from custom.data.checks import DataError
+
+if __name__ == "__main__":
+    try:
+        fire.Fire({"curate": curate, "curate_csv": curate_csv, "miniature": make_miniature})
+    except DataError as err:  # input problems are one line for the user, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

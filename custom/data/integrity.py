@@ -1,0 +1,246 @@
+"""Dataset integrity check for any datalist of this project, in the spirit of nnU-Net's ``--verify_dataset_integrity``.
+
+    python -m custom.data.integrity --datalist data/bimcv_vlp/pairs_datalist.json
+    python -m custom.data.integrity --datalist data/btcv/dataset_0.json --kind segmentation --num_classes 14
+
+A datalist is a JSON object whose list values are splits (``training``, ``validation``, ``test``, ...) of rows; a
+row is a dict (``image``, and ``label`` / ``report`` / ``label_vector`` / ``patient_id`` as the kind needs) or, as in
+the Decathlon ``test`` list, a bare image path. Paths are relative to the datalist's folder (or ``--base_dir``).
+
+Checks, each problem reported as one line ``<split>[<row>] <file or key>: expected ..., found ...``:
+
+- every image (and label) file exists and loads fully; images are 3D (4D with channels last is accepted for
+  multi-modal Decathlon images) with finite values, an invertible affine and voxel spacing within
+  ``[min_spacing, max_spacing]`` mm;
+- segmentation: the label is 3D, has the image's spatial shape and affine, holds integer values within the declared
+  classes (``--num_classes`` N means 0..N-1, else the datalist's ``labels`` dict as in ``dataset.json``, else its
+  ``channel_def``);
+- pairs: the report is non-empty UTF-8 text (inline, or a ``.txt`` file path);
+- pairs and classification: ``label_vector`` / ``label`` has one 0/1 entry per class of ``finding_names`` /
+  ``class_names``;
+- no patient (``patient_id``) and no image file in two splits.
+
+Exit status 1 when any problem is found, else 0 (the last line then says ``OK``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from custom.data.checks import (
+    DataError,
+    check_label_values,
+    check_report_text,
+    check_same_geometry,
+    load_nifti_checked,
+    read_text_file,
+)
+
+__all__ = ["KINDS", "detect_kind", "declared_label_values", "verify_datalist", "main"]
+
+KINDS = ("auto", "pairs", "segmentation", "classification", "images")
+
+
+_IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+def _is_row(value: object) -> bool:
+    return isinstance(value, dict) or (isinstance(value, str) and value.endswith(_IMAGE_EXTENSIONS))
+
+
+def _splits(datalist: dict) -> dict[str, list]:
+    """The datalist's splits: every non-empty top-level list of row dicts or image paths (not ``finding_names``)."""
+    return {k: v for k, v in datalist.items() if isinstance(v, list) and v and all(_is_row(r) for r in v)}
+
+
+def detect_kind(rows: Sequence[dict | str]) -> str:
+    """``pairs`` (rows with a report), ``segmentation`` (label is a path), ``classification`` (label is a vector or
+    number) or ``images``."""
+    dict_rows = [r for r in rows if isinstance(r, dict)]
+    if any("report" in r for r in dict_rows):
+        return "pairs"
+    labels = [r["label"] for r in dict_rows if "label" in r]
+    if labels and all(isinstance(v, str) for v in labels):
+        return "segmentation"
+    if labels:
+        return "classification"
+    return "images"
+
+
+def declared_label_values(datalist: dict, num_classes: int | None) -> list[int] | None:
+    """Allowed label values: ``0..num_classes-1``, else the keys of ``labels`` / ``channel_def``, else ``None``."""
+    if num_classes is not None:
+        return list(range(int(num_classes)))
+    for key in ("labels", "channel_def"):
+        declared = datalist.get(key)
+        if isinstance(declared, dict) and declared:
+            try:
+                return sorted(int(k) for k in declared)
+            except ValueError:
+                found = sorted(declared)
+                raise DataError(f"datalist '{key}': expected integer class ids as keys, found {found}") from None
+    return None
+
+
+def _check_spacing(affine: np.ndarray, source: str, min_spacing: float, max_spacing: float) -> None:
+    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    if np.any(spacing < min_spacing) or np.any(spacing > max_spacing):
+        raise DataError(f"{source}: expected voxel spacing within [{min_spacing}, {max_spacing}] mm, found "
+                        f"{np.round(spacing, 4).tolist()}")
+
+
+def _load_image(path: str, min_spacing: float, max_spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check an image; 4D (channels last) is accepted, anything else must be 3D."""
+    try:
+        ndim = len(nib.load(path).shape)
+    except Exception:  # unreadable headers are reported by load_nifti_checked below with the right message
+        ndim = 3
+    array, affine = load_nifti_checked(path, expected_ndim=4 if ndim == 4 else 3)
+    _check_spacing(affine, path, min_spacing, max_spacing)
+    return array, affine
+
+
+def _resolve(path: str, base_dir: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def _check_vector(vector: object, classes: list | None, source: str) -> None:
+    if not isinstance(vector, list):
+        raise DataError(f"{source}: expected a list of 0/1 per class, found {type(vector).__name__}")
+    if classes is not None and len(vector) != len(classes):
+        raise DataError(f"{source}: expected {len(classes)} entries (one per class), found {len(vector)}")
+    if any(v not in (0, 1) for v in vector):
+        raise DataError(f"{source}: expected only 0/1 entries, found {sorted({v for v in vector if v not in (0, 1)})}")
+
+
+def _check_row(row: dict, kind: str, base_dir: str, classes: list | None, label_values: list[int] | None,
+               min_spacing: float, max_spacing: float) -> list[str]:
+    """Problems of one row (messages without the row prefix)."""
+    problems = []
+    images = row.get("image")
+    image_paths = images if isinstance(images, list) else [images]
+    loaded = None
+    for image in image_paths:
+        if not isinstance(image, str) or not image:
+            problems.append(f"image: expected a file path, found {image!r}")
+            continue
+        try:
+            loaded = _load_image(_resolve(image, base_dir), min_spacing, max_spacing)
+        except DataError as err:
+            problems.append(str(err))
+    if kind == "segmentation" and isinstance(row.get("label"), str):
+        label_path = _resolve(row["label"], base_dir)
+        try:
+            label, label_affine = load_nifti_checked(label_path)
+            if loaded is not None:
+                check_same_geometry(loaded[0].shape[:3], loaded[1], label.shape, label_affine, f"{label_path} vs image")
+            if not np.all(np.equal(np.mod(label, 1), 0)):
+                raise DataError(f"{label_path}: expected integer label values, found fractional values")
+            if label_values is not None:
+                check_label_values(np.unique(label), label_values, label_path)
+            elif label.min() < 0:
+                raise DataError(f"{label_path}: expected non-negative label values, found {label.min()}")
+        except DataError as err:
+            problems.append(str(err))
+    if kind == "pairs":
+        report = row.get("report")
+        try:
+            if isinstance(report, str) and report.endswith(".txt") and os.path.isfile(_resolve(report, base_dir)):
+                report = read_text_file(_resolve(report, base_dir))
+            check_report_text(report, "report")
+        except DataError as err:
+            problems.append(str(err))
+    vector_key = "label_vector" if "label_vector" in row else "label" if kind == "classification" else None
+    if vector_key:
+        try:
+            _check_vector(row[vector_key], classes, vector_key)
+        except DataError as err:
+            problems.append(str(err))
+    return problems
+
+
+def verify_datalist(
+    datalist_path: str,
+    kind: str = "auto",
+    num_classes: int | None = None,
+    base_dir: str | None = None,
+    patient_key: str = "patient_id",
+    min_spacing: float = 0.05,
+    max_spacing: float = 50.0,
+) -> list[str]:
+    """Every problem of the datalist, one line each (empty when it is clean)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, found {kind!r}")
+    try:
+        with open(datalist_path, encoding="utf-8") as f:
+            datalist = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return [f"{datalist_path}: expected a readable JSON datalist, found {type(err).__name__}: {err}"]
+    if not isinstance(datalist, dict):
+        return [f"{datalist_path}: expected a JSON object of splits, found {type(datalist).__name__}"]
+    base_dir = base_dir or os.path.dirname(os.path.abspath(datalist_path))
+    splits = _splits(datalist)
+    if not splits:
+        return [f"{datalist_path}: expected at least one non-empty list of rows (e.g. 'training'), "
+                f"found keys {sorted(datalist)}"]
+    all_rows = [row for rows in splits.values() for row in rows]
+    kind = detect_kind(all_rows) if kind == "auto" else kind
+    classes = datalist.get("finding_names") or datalist.get("class_names")
+    try:
+        label_values = declared_label_values(datalist, num_classes)
+    except DataError as err:
+        return [f"{datalist_path}: {err}"]
+    problems = []
+    splits_of_patient: dict[str, set] = defaultdict(set)
+    splits_of_image: dict[str, set] = defaultdict(set)
+    for split, rows in splits.items():
+        for index, row in enumerate(rows):
+            row = {"image": row} if isinstance(row, str) else row
+            prefix = f"{split}[{index}]"
+            for problem in _check_row(row, kind, base_dir, classes, label_values, min_spacing, max_spacing):
+                problems.append(f"{prefix} {problem}")
+            if row.get(patient_key) is not None:
+                splits_of_patient[str(row[patient_key])].add(split)
+            for image in row.get("image") if isinstance(row.get("image"), list) else [row.get("image")]:
+                if isinstance(image, str):
+                    splits_of_image[_resolve(image, base_dir)].add(split)
+    for patient, found in sorted(splits_of_patient.items()):
+        if len(found) > 1:
+            problems.append(f"{patient_key} {patient}: expected in one split, found in {sorted(found)}")
+    for image, found in sorted(splits_of_image.items()):
+        if len(found) > 1:
+            problems.append(f"{image}: expected in one split, found in {sorted(found)}")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m custom.data.integrity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datalist", required=True, help="the JSON datalist to verify")
+    parser.add_argument("--kind", default="auto", choices=KINDS, help="row kind (default: detected from the rows)")
+    parser.add_argument("--num_classes", type=int, default=None, help="segmentation classes 0..N-1")
+    parser.add_argument("--base_dir", default=None, help="where relative paths start (default: the datalist's folder)")
+    parser.add_argument("--patient_key", default="patient_id")
+    parser.add_argument("--min_spacing", type=float, default=0.05, help="smallest sane voxel spacing, mm")
+    parser.add_argument("--max_spacing", type=float, default=50.0, help="largest sane voxel spacing, mm")
+    args = parser.parse_args(argv)
+    problems = verify_datalist(args.datalist, args.kind, args.num_classes, args.base_dir, args.patient_key,
+                               args.min_spacing, args.max_spacing)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{args.datalist}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.datalist}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Image-report pairs: reading a datalist (MONAI JSON or a BIMCV-R style CSV) and the crop dataset built on it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from custom.data.checks import DataError, check_report_text, read_text_file
+from custom.data.volume_cache import VolumeCache
+from custom.transforms.report_text import clean_report, report_fingerprint
+from custom.transforms.subvolume import grid_crop_origins, read_crop, sample_crop_origins
+
+__all__ = ["load_pairs", "PairsDataset"]
+
+CSV_IMAGE_COLUMN = "path"
+CSV_REPORT_COLUMN = "Report_en"
+
+
+def _rows_from_csv(path: str, split: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(read_text_file(path)))
+    columns = reader.fieldnames or []
+    for column in (CSV_IMAGE_COLUMN, CSV_REPORT_COLUMN):
+        if column not in columns:
+            raise DataError(f"{path}: expected a '{column}' column, found columns {columns}")
+    rows = list(reader)
+    if "split" in columns:
+        rows = [r for r in rows if r["split"] == split]
+    elif split != "training":
+        raise DataError(f"{path}: expected a 'split' column to select '{split}' rows, found columns {columns}")
+    return [
+        {
+            "image": r[CSV_IMAGE_COLUMN],
+            "report": r[CSV_REPORT_COLUMN],
+            "patient_id": r.get("patient_id") or r.get("PatientID") or os.path.basename(r[CSV_IMAGE_COLUMN]).split(".")[0],
+            "study_id": r.get("study_id") or os.path.basename(r[CSV_IMAGE_COLUMN]).split(".")[0],
+        }
+        for r in rows
+    ]
+
+
+def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "training") -> list[dict]:
+    """Rows ``{"image": absolute path, "report": cleaned text, "patient_id", "study_id", ...}`` of one split.
+
+    ``datalist`` is a JSON file with a list per split (MONAI's ``training``/``validation`` form) or a CSV with
+    ``path`` and ``Report_en`` columns (optional ``split``, ``patient_id``). Relative image paths are resolved
+    against ``dataset_dir`` (default: the datalist's folder). Every row is checked now: a missing image or an
+    empty report stops with one line naming the row.
+    """
+    if not os.path.isfile(datalist):
+        raise DataError(f"datalist: expected a JSON or CSV file, found no file at {datalist}")
+    base = dataset_dir or os.path.dirname(os.path.abspath(datalist))
+    if datalist.lower().endswith(".csv"):
+        rows = _rows_from_csv(datalist, split)
+    else:
+        try:
+            content = json.loads(read_text_file(datalist))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{datalist}: expected JSON, found a syntax error at line {err.lineno}") from None
+        if split not in content:
+            raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
+        rows = content[split]
+    if not rows:
+        raise DataError(f"{datalist}: expected at least one '{split}' row, found none")
+    checked = []
+    for index, row in enumerate(rows):
+        where = f"{datalist} [{split} #{index}]"
+        for key in ("image", "report"):
+            if key not in row:
+                raise DataError(f"{where}: expected key '{key}', found keys {sorted(row)}")
+        image = row["image"] if os.path.isabs(row["image"]) else os.path.join(base, row["image"])
+        if not os.path.isfile(image):
+            raise DataError(f"{where}: image file not found: {image}")
+        report = clean_report(check_report_text(row["report"], where))
+        check_report_text(report, where)
+        checked.append({**row, "image": image, "report": report, "patient_id": str(row.get("patient_id", image))})
+    return checked
+
+
+class PairsDataset(Dataset):
+    """Crops and reports for T3D.
+
+    Item: ``image`` ``(K, 1, *crop_size)`` float32 crops at the cached (native) resolution, ``index`` int, and when
+    the rows have reports: ``report`` str and ``report_features`` ``(F,)`` lexical fingerprint for TCL's soft
+    negatives. Rows without reports (inference on images only) give images only.
+    Training mode draws ``crops_per_volume`` body-biased random crops per call; with ``eval_grid=n`` it returns the
+    same ``n**3`` grid crops every time (evaluation and retrieval).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict],
+        cache: VolumeCache,
+        crop_size: Sequence[int] = (96, 96, 96),
+        crops_per_volume: int = 4,
+        foreground_prob: float = 0.9,
+        eval_grid: int | None = None,
+        fingerprint_dim: int = 512,
+        prepare: bool = True,
+    ) -> None:
+        self.rows = list(rows)
+        self.cache = cache
+        self.crop_size = tuple(int(c) for c in crop_size)
+        self.crops_per_volume = crops_per_volume
+        self.foreground_prob = foreground_prob
+        self.eval_grid = eval_grid
+        self.has_reports = all("report" in r for r in self.rows)
+        self.fingerprints = (
+            np.stack([report_fingerprint(r["report"], fingerprint_dim) for r in self.rows]) if self.has_reports else None
+        )
+        if prepare:
+            cache.prepare([r["image"] for r in self.rows])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def crop_origins(self, volume_shape: Sequence[int], foreground: np.ndarray) -> np.ndarray:
+        if self.eval_grid:
+            return grid_crop_origins(volume_shape, self.crop_size, self.eval_grid)
+        # seeded from torch so DataLoader workers differ and monai.utils.set_determinism makes runs repeatable
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        return sample_crop_origins(volume_shape, self.crop_size, foreground, self.crops_per_volume, self.foreground_prob, rng)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        volume = self.cache.load(row["image"])
+        origins = self.crop_origins(volume.array.shape, volume.foreground)
+        crops = np.stack([read_crop(volume.array, o, self.crop_size) for o in origins])[:, None]
+        item = {"image": torch.from_numpy(crops), "index": index}
+        if self.has_reports:
+            item["report"] = row["report"]
+            item["report_features"] = torch.from_numpy(self.fingerprints[index])
+        return item

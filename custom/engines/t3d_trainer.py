@@ -1,0 +1,120 @@
+"""The T3D pre-training step as a MONAI ``Trainer``, so every MONAI/ignite handler attaches to it unchanged."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+import torch
+from ignite.engine import Events
+from ignite.handlers import ProgressBar
+from monai.engines import Trainer
+from torch.utils.data import DataLoader, DistributedSampler
+
+from custom.losses.tcl import TextInformedContrastiveLoss
+from custom.losses.tir import MaskedRestorationLoss
+from custom.transforms.corruption import BlockMaskCorruption
+
+__all__ = ["T3DTrainer", "loss_terms"]
+
+
+def loss_terms(output: dict) -> dict:
+    """``engine.state.output`` -> the numbers ``StatsHandler``/TensorBoard print: total, TCL and TIR losses."""
+    return {key: output[key] for key in ("loss", "tcl", "tir")}
+
+
+class T3DTrainer(Trainer):
+    """One step: crops ``(B, K, 1, *S)`` -> clean + corrupted crops -> TCL on the clean crops' embeddings against the
+    reports, TIR on the corrupted crops restored through the interactor -> ``tcl_weight * TCL + tir_weight * TIR``.
+
+    A zero weight skips that branch's forward pass (the paper's ablations). ``amp`` uses autocast with
+    ``amp_dtype`` (bfloat16 needs no loss scaling; float16 gets a GradScaler). ``state.output`` holds the floats
+    ``loss``, ``tcl``, ``tir``, ``temperature``. ``progress_bar`` (default: when stdout is a terminal) shows a tqdm
+    bar per epoch with the current losses.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        tcl_loss: TextInformedContrastiveLoss,
+        tir_loss: MaskedRestorationLoss,
+        corruption: BlockMaskCorruption,
+        tcl_weight: float = 1.0,
+        tir_weight: float = 1.0,
+        epoch_length: int | None = None,
+        amp: bool = False,
+        amp_dtype: str = "bfloat16",
+        gradient_clip: float | None = 1.0,
+        train_handlers: Sequence | None = None,
+        progress_bar: bool | None = None,
+    ) -> None:
+        if tcl_weight == 0 and tir_weight == 0:
+            raise ValueError("tcl_weight, tir_weight: expected at least one non-zero weight, found both 0")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=False,
+        )
+        sampler = getattr(train_data_loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            self.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+        self.network = network
+        self.optimizer = optimizer
+        self.tcl_loss = tcl_loss
+        self.tir_loss = tir_loss
+        self.corruption = corruption
+        self.tcl_weight = tcl_weight
+        self.tir_weight = tir_weight
+        self.amp_dtype = getattr(torch, amp_dtype)
+        self.gradient_clip = gradient_clip
+        if progress_bar if progress_bar is not None else sys.stdout.isatty():
+            ProgressBar(persist=False).attach(self, output_transform=loss_terms)
+
+    def _iteration(self, engine: "T3DTrainer", batchdata: dict) -> dict:
+        crops = batchdata["image"].to(engine.state.device, non_blocking=True)
+        batch, per_volume = crops.shape[:2]
+        crops = crops.flatten(0, 1)  # (B*K, 1, *S): the K crops of volume b are rows b*K .. b*K+K-1
+        crop_to_report = torch.arange(batch, device=crops.device).repeat_interleave(per_volume)
+        report_features = batchdata["report_features"].to(crops.device)
+        corrupted, mask = engine.corruption(crops) if engine.tir_weight else (None, None)
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        device_type = crops.device.type
+        with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
+            out = engine.network(crops if engine.tcl_weight else None, corrupted, list(batchdata["report"]), crop_to_report)
+            zero = crops.new_zeros(())
+            tcl = (
+                engine.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, report_features)
+                if engine.tcl_weight
+                else zero
+            )
+            tir = engine.tir_loss(out.restored, crops, mask) if engine.tir_weight else zero
+            loss = engine.tcl_weight * tcl + engine.tir_weight * tir
+        scaler = engine.scaler if engine.amp and engine.amp_dtype == torch.float16 and device_type == "cuda" else None
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(engine.optimizer)
+        else:
+            loss.backward()
+        if engine.gradient_clip:
+            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.gradient_clip)
+        if scaler is not None:
+            scaler.step(engine.optimizer)
+            scaler.update()
+        else:
+            engine.optimizer.step()
+        return {
+            "loss": float(loss.detach()),
+            "tcl": float(tcl.detach()),
+            "tir": float(tir.detach()),
+            "temperature": float(1.0 / out.logit_scale.detach().clamp(max=4.6052).exp()),
+        }

@@ -1,0 +1,115 @@
+"""The T3D model: image backbone + report encoder + projection heads + interactor + restoration decoder."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from custom.networks.image_head import ImageEmbeddingHead
+from custom.networks.interactor import Interactor
+from custom.networks.projection import ProjectionHead
+from custom.networks.text_encoder import HFTextEncoder
+
+__all__ = ["T3DOutput", "T3DModel", "T3DImageEmbedder"]
+
+
+@dataclass
+class T3DOutput:
+    """``image_embeddings`` ``(N, E)`` of the clean crops, ``text_embeddings`` ``(B, E)``, ``restored`` ``(N, 1, *S)``
+    from the corrupted crops, ``logit_scale`` (log of the inverse TCL temperature). Absent parts are None."""
+
+    image_embeddings: torch.Tensor | None
+    text_embeddings: torch.Tensor | None
+    restored: torch.Tensor | None
+    logit_scale: torch.Tensor
+
+
+class T3DModel(nn.Module):
+    """Vision-language pre-training model of T3D.
+
+    Args:
+        image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (``encode``/``decode``, ``bottleneck_channels``).
+        text_encoder: ``HFTextEncoder``.
+        embed_dim: width of the shared embedding space.
+        use_interactor: False is the paper's ablation (the decoder sees visual features only).
+        interactor_depth, interactor_heads: cross-attention blocks and heads.
+        temperature: initial TCL temperature (learnable, stored as ``logit_scale = log(1 / temperature)``).
+    """
+
+    def __init__(
+        self,
+        image_backbone: nn.Module,
+        text_encoder: HFTextEncoder,
+        embed_dim: int = 512,
+        use_interactor: bool = True,
+        interactor_depth: int = 2,
+        interactor_heads: int = 8,
+        temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.image_backbone = image_backbone
+        self.text_encoder = text_encoder
+        width = image_backbone.bottleneck_channels
+        self.image_head = ImageEmbeddingHead(width, embed_dim)
+        self.text_projection = ProjectionHead(text_encoder.hidden_size, embed_dim)
+        self.interactor = (
+            Interactor(width, text_encoder.hidden_size, interactor_depth, interactor_heads) if use_interactor else None
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def embed_images(self, crops: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, D, H, W)`` crops -> ``(N, E)`` L2-normalised embeddings (attention-pooled bottleneck)."""
+        return self.image_head(self.image_backbone.encode(crops).embedding_tokens)
+
+    def embed_reports(self, reports: list[str]) -> torch.Tensor:
+        """``B`` report strings -> ``(B, E)`` L2-normalised embeddings."""
+        return self.text_projection(self.text_encoder(reports).pooled)
+
+    def restore(self, corrupted: torch.Tensor, text=None, crop_to_report: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode corrupted crops ``(N, 1, *S)`` to ``(N, 1, *S)``; with the interactor on, crop ``n`` attends to the
+        tokens of report ``crop_to_report[n]`` of ``text`` (a ``TextFeatures``)."""
+        features = self.image_backbone.encode(corrupted)
+        if self.interactor is not None and text is not None:
+            tokens = self.interactor(features.tokens, text.tokens[crop_to_report], text.mask[crop_to_report])
+            features = features.with_tokens(tokens)
+        return self.image_backbone.decode(features)
+
+    def forward(
+        self,
+        crops: torch.Tensor | None,
+        corrupted: torch.Tensor | None,
+        reports: list[str],
+        crop_to_report: torch.Tensor,
+    ) -> T3DOutput:
+        """One pre-training step's forward pass. ``crops``/``corrupted`` ``(N, 1, *S)``, either None to skip that
+        task (its loss weight is 0); ``crop_to_report`` ``(N,)`` index into ``reports``."""
+        text = self.text_encoder(reports)
+        image_embeddings = text_embeddings = restored = None
+        if crops is not None:
+            image_embeddings = self.embed_images(crops)
+            text_embeddings = self.text_projection(text.pooled)
+        if corrupted is not None:
+            restored = self.restore(corrupted, text, crop_to_report)
+        return T3DOutput(image_embeddings, text_embeddings, restored, self.logit_scale)
+
+
+class T3DImageEmbedder(nn.Module):
+    """Image-only view of a trained T3D model for inference: ``(B, 1, D, H, W)`` -> ``(B, E)`` embeddings.
+
+    Its state-dict keys are the T3D model's ``image_backbone.*`` / ``image_head.*`` keys, so ``models/model.pt``
+    loads into it with ``strict=False`` (the text side is simply not there).
+    """
+
+    def __init__(self, image_backbone: nn.Module, embed_dim: int = 512) -> None:
+        super().__init__()
+        self.image_backbone = image_backbone
+        self.image_head = ImageEmbeddingHead(image_backbone.bottleneck_channels, embed_dim)
+
+    def embed_images(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.image_head(self.image_backbone.encode(crops).embedding_tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_images(x)

@@ -1,0 +1,165 @@
+"""Report encoder: any Hugging Face BERT-family model, by hub id (from the local cache only) or by local path.
+
+Reports longer than the model's window are split at sentence boundaries into chunks that each fit, every chunk is
+encoded, and the report is represented by the mean of its chunks' pooled vectors and by the concatenation of all its
+chunks' token embeddings: nothing is silently cut.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from custom.transforms.report_text import split_sentences
+
+__all__ = ["TextFeatures", "HFTextEncoder"]
+
+
+@dataclass
+class TextFeatures:
+    """``tokens`` ``(B, L, H)`` (all chunks of a report, concatenated, zero-padded), ``mask`` ``(B, L)`` bool
+    (True = real token), ``pooled`` ``(B, H)`` (mean over chunks of the CLS or mean-pooled chunk vector)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+
+class HFTextEncoder(nn.Module):
+    """Hugging Face encoder with partial freezing and chunked long reports.
+
+    Args:
+        name_or_path: hub id (e.g. ``zzxslp/RadBERT-RoBERTa-4m``; must already be in the local HF cache) or a folder.
+        frozen_layers: freeze the embeddings and the first N transformer layers; ``-1`` freezes everything, in
+            which case outputs are cached per report text (``cache_size`` reports, LRU) because they never change.
+        max_length: tokens per chunk including special tokens (capped by the model's own limit).
+        pooling: ``"cls"`` or ``"mean"``.
+        local_files_only: never reach the network (the project runs offline); set False to allow a hub download.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        frozen_layers: int = 0,
+        max_length: int = 512,
+        pooling: str = "cls",
+        local_files_only: bool = True,
+        cache_size: int = 4096,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
+            self.model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
+        except OSError as err:
+            raise OSError(
+                f"text_encoder_name '{name_or_path}': expected a local model folder or a hub id already in the local "
+                f"Hugging Face cache (this project never downloads at run time), found neither ({str(err).splitlines()[0]})"
+            ) from None
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling: expected 'cls' or 'mean', found '{pooling}'")
+        self.pooling = pooling
+        model_limit = int(getattr(self.model.config, "max_position_embeddings", max_length))
+        if getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            model_limit -= 2  # RoBERTa position ids start after the padding index
+        self.max_length = min(max_length, model_limit)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.fully_frozen = frozen_layers < 0
+        self._freeze(frozen_layers)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def _freeze(self, frozen_layers: int) -> None:
+        if self.fully_frozen:
+            self.model.requires_grad_(False)
+            return
+        if frozen_layers > 0:
+            self.model.embeddings.requires_grad_(False)
+            for layer in self.model.encoder.layer[:frozen_layers]:
+                layer.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "HFTextEncoder":
+        super().train(mode)
+        if self.fully_frozen:
+            self.model.eval()  # a frozen encoder stays deterministic (no dropout), so its outputs can be cached
+        return self
+
+    def chunk_report(self, report: str) -> list[list[int]]:
+        """Token ids of each chunk (special tokens included), packing whole sentences while they fit."""
+        budget = self.max_length - 2
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        for sentence in split_sentences(report) or [report]:
+            ids = self.tokenizer(sentence, add_special_tokens=False)["input_ids"]
+            if current and len(current) + len(ids) > budget:
+                chunks.append(current)
+                current = []
+            while len(ids) > budget:  # a single sentence longer than the window is split hard
+                chunks.append(ids[:budget])
+                ids = ids[budget:]
+            current = current + ids
+        if current or not chunks:
+            chunks.append(current)
+        return [[cls_id, *chunk, sep_id] for chunk in chunks]
+
+    def _encode(self, reports: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per report: (token embeddings ``(L_r, H)``, pooled ``(H,)``)."""
+        chunks, owner = [], []
+        for index, report in enumerate(reports):
+            for chunk in self.chunk_report(report):
+                chunks.append(chunk)
+                owner.append(index)
+        device = next(self.model.parameters()).device
+        length = max(len(c) for c in chunks)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(chunks), length), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunks), length), dtype=torch.long)
+        for row, chunk in enumerate(chunks):
+            input_ids[row, : len(chunk)] = torch.tensor(chunk)
+            attention[row, : len(chunk)] = 1
+        hidden = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).last_hidden_state
+        attention = attention.to(device).unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "cls":
+            chunk_vectors = hidden[:, 0]
+        else:
+            chunk_vectors = (hidden * attention).sum(1) / attention.sum(1).clamp_min(1.0)
+        owner_t = torch.tensor(owner, device=device)
+        outputs = []
+        for index in range(len(reports)):
+            rows = (owner_t == index).nonzero().flatten()
+            tokens = torch.cat([hidden[r, : len(chunks[r])] for r in rows.tolist()])
+            outputs.append((tokens, chunk_vectors[rows].mean(0)))
+        return outputs
+
+    def forward(self, reports: list[str]) -> TextFeatures:
+        if self.fully_frozen:
+            per_report = self._cached_encode(reports)
+        else:
+            per_report = self._encode(reports)
+        length = max(t.shape[0] for t, _ in per_report)
+        device = per_report[0][0].device
+        tokens = torch.zeros(len(reports), length, self.hidden_size, device=device, dtype=per_report[0][0].dtype)
+        mask = torch.zeros(len(reports), length, dtype=torch.bool, device=device)
+        for row, (report_tokens, _) in enumerate(per_report):
+            tokens[row, : report_tokens.shape[0]] = report_tokens
+            mask[row, : report_tokens.shape[0]] = True
+        return TextFeatures(tokens=tokens, mask=mask, pooled=torch.stack([p for _, p in per_report]))
+
+    @torch.no_grad()
+    def _cached_encode(self, reports: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        missing = list(dict.fromkeys(r for r in reports if r not in self._cache))
+        if missing:
+            for report, (tokens, pooled) in zip(missing, self._encode(missing)):
+                self._cache[report] = (tokens, pooled)
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        outputs = []
+        for report in reports:
+            self._cache.move_to_end(report)
+            outputs.append(self._cache[report])
+        return outputs

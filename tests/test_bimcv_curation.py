@@ -1,0 +1,332 @@
+"""BIMCV-VLP curation on the generated miniature BIMCV-COVID19 tree (no real data, no network).
+
+Run with ``-s`` to see the timings of the first and the second (cached) curation run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from custom.data.bimcv.curate import curate, curate_csv
+from custom.data.bimcv.labels import (
+    build_class_list,
+    canonical_terms,
+    english_terms,
+    label_english_report,
+    parse_label_list,
+)
+from custom.data.bimcv.miniature import make_miniature
+from custom.data.bimcv.reports import CachedTranslator, Seq2SeqTranslator, clean_report
+from custom.data.checks import DataError
+from custom.data.integrity import verify_datalist
+from custom.data.synthetic_ct import FINDING_NAMES, sample_findings
+from custom.data.synthetic_reports import write_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIN_POSITIVE = 2
+SPLIT_ARGS = {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 0, "progress": False}
+SPLITS = ("training", "validation", "test")
+
+
+def _load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _fingerprint(folder: str) -> dict[str, tuple[str, int]]:
+    """``{relative path: (sha1, mtime_ns)}`` of every file under ``folder``."""
+    result = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                result[os.path.relpath(path, folder)] = (hashlib.sha1(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return result
+
+
+def _exclusions(out: str) -> list[dict]:
+    with open(os.path.join(out, "exclusions.tsv"), encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("bimcv") / "covid19_posi")
+    return root, make_miniature(root, seed=0)
+
+
+@pytest.fixture(scope="module")
+def curated(miniature, tmp_path_factory):
+    """Two curation runs into the same folder, with their timings and the output fingerprints after each."""
+    root, truth = miniature
+    out = str(tmp_path_factory.mktemp("bimcv_vlp"))
+    runs = []
+    for _ in range(2):
+        start = time.perf_counter()
+        summary = curate(root, out, translation="column:Report_en", min_positive=MIN_POSITIVE, **SPLIT_ARGS)
+        runs.append({"seconds": time.perf_counter() - start, "summary": summary, "files": _fingerprint(out)})
+    return out, truth, runs
+
+
+def _included_rows(out: str, name: str = "pairs_datalist.json") -> dict[str, dict]:
+    datalist = _load(os.path.join(out, name))
+    return {row["study_id"]: {**row, "split": split} for split in SPLITS for row in datalist[split]}
+
+
+def test_each_planted_defect_is_excluded_with_its_reason_and_nowhere_else(curated):
+    out, truth, _ = curated
+    exclusions = _exclusions(out)
+    pairs, classification = _included_rows(out), _included_rows(out, "classification_datalist.json")
+    assert len(truth["defects"]) == 10
+    for defect, study_id in truth["defects"].items():
+        reasons = {e["reason"] for e in exclusions if e["study_id"] == study_id}
+        assert reasons == {truth["studies"][study_id]["status"]}, (defect, reasons)
+        assert study_id not in pairs and study_id not in classification, defect
+    expected_included = {s for s, info in truth["studies"].items() if info["status"] == "included"}
+    assert set(pairs) == expected_included == set(classification)
+    # the only exclusions of included studies are their unused series (an X-ray, the thicker second CT series)
+    for e in exclusions:
+        if e["study_id"] in expected_included:
+            assert e["level"] == "series" and e["reason"] in {"not CT", "not selected"}, e
+
+
+def test_one_volume_per_study_takes_the_series_with_most_slices(curated):
+    out, truth, _ = curated
+    row = _included_rows(out)[truth["two_series_study"]]
+    assert row["series"] == truth["selected_series"]
+    assert os.path.isfile(os.path.join(out, row["image"]))  # image paths are relative to the datalist folder
+
+
+def test_splits_are_patient_level_and_the_outputs_pass_the_integrity_checker(curated):
+    out, truth, _ = curated
+    rows = _included_rows(out).values()
+    splits_of = {}
+    for row in rows:
+        splits_of.setdefault(row["patient_id"], set()).add(row["split"])
+    assert all(len(found) == 1 for found in splits_of.values()), splits_of
+    assert len(splits_of[truth["multi_session_patient"]]) == 1
+    assert sum(r["patient_id"] == truth["multi_session_patient"] for r in rows) == 3
+    assert {r["split"] for r in rows} == set(SPLITS)
+    pairs_keys = {"image", "report", "patient_id", "study_id", "labels", "label_vector"}
+    assert all(pairs_keys <= set(row) for row in rows)
+    for name in ("pairs_datalist.json", "classification_datalist.json", "classification_datalist_frac1.json"):
+        assert verify_datalist(os.path.join(out, name)) == [], name
+
+
+def test_class_list_and_multi_hot_vectors_match_the_ground_truth(curated):
+    out, truth, runs = curated
+    included = {s: info for s, info in truth["studies"].items() if info["status"] == "included"}
+    counts = Counter(name for info in included.values() for name in set(info["findings"]))
+    expected_classes = sorted((n for n, c in counts.items() if c >= MIN_POSITIVE), key=lambda n: (-counts[n], n))
+    pairs = _load(os.path.join(out, "pairs_datalist.json"))
+    classes = pairs["finding_names"]
+    print(f"\nminiature: {len(classes)} classes with >= {MIN_POSITIVE} positive studies: {classes}")
+    assert pairs["finding_names"] == expected_classes
+    assert 0 < len(expected_classes) < len(counts)  # the threshold is exercised: some terms are too rare
+    assert _load(os.path.join(out, "classification_datalist.json"))["class_names"] == expected_classes
+    assert runs[0]["summary"]["classes"] == len(expected_classes)
+    for study_id, row in _included_rows(out).items():
+        findings = set(included[study_id]["findings"])
+        assert sorted(row["all_labels"]) == sorted(findings)  # synonyms mapped, case folded, meta labels dropped
+        assert row["label_vector"] == [int(name in findings) for name in expected_classes]
+    for study_id, row in _included_rows(out, "classification_datalist.json").items():
+        assert row["label"] == [int(name in included[study_id]["findings"]) for name in expected_classes]
+
+
+def test_reports_are_cleaned_and_english(curated):
+    out, _, _ = curated
+    for row in _included_rows(out).values():
+        for noise in ("INFORME", "[NOMBRE]", "/2020"):
+            assert noise not in row["report_es"]
+        sentences = [s for s in row["report_es"].split(". ") if s]
+        assert len(sentences) == len(set(sentences))  # repeated sentences removed
+        assert row["report_chars_clean"] < row["report_chars_raw"]
+    stats = _load(os.path.join(out, "stats.json"))
+    assert stats["report_chars_clean"]["mean"] < stats["report_chars_raw"]["mean"]
+    assert stats["studies"] == len(_included_rows(out))
+    for plot in ("stats_volumes.png", "stats_reports.png", "stats_labels.png"):
+        with open(os.path.join(out, plot), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_fractions_are_nested_and_stable_for_a_seed(curated, miniature, tmp_path):
+    out, _, _ = curated
+    patients = {}
+    for percent in ("1", "10", "100"):
+        document = _load(os.path.join(out, f"classification_datalist_frac{percent}.json"))
+        patients[percent] = {row["patient_id"] for row in document["training"]}
+    assert patients["1"] and patients["1"] <= patients["10"] <= patients["100"]
+    train = _load(os.path.join(out, "classification_datalist.json"))["training"]
+    assert patients["100"] == {row["patient_id"] for row in train}
+    other = str(tmp_path / "again")
+    curate(miniature[0], other, translation="column:Report_en", min_positive=MIN_POSITIVE, **SPLIT_ARGS)
+    for name in ("classification_datalist_frac1.json", "classification_datalist_frac10.json", "pairs_datalist.json"):
+        first, again = _load(os.path.join(out, name)), _load(os.path.join(other, name))
+        for split in SPLITS:  # image paths differ (relative to each output folder); the selection must not
+            assert [(r["study_id"], r["label_vector"]) for r in first[split]] == [
+                (r["study_id"], r["label_vector"]) for r in again[split]], (name, split)
+
+
+def test_second_run_changes_nothing_and_is_much_faster(curated):
+    _, _, (first, second) = curated
+    print(f"\ncuration of the miniature: first run {first['seconds']:.3f} s, second run {second['seconds']:.3f} s")
+    assert second["summary"]["written"] == []
+    assert second["files"] == first["files"]  # same bytes and same modification times: nothing rewritten
+    assert second["seconds"] < first["seconds"] / 5
+
+
+def test_dry_run_lists_decisions_and_writes_nothing(miniature, tmp_path, capsys):
+    root, truth = miniature
+    out = str(tmp_path / "dry")
+    summary = curate(root, out, translation="column:Report_en", dry_run=True, **SPLIT_ARGS)
+    printed = capsys.readouterr().out
+    assert not os.path.exists(out)
+    included = [s for s, info in truth["studies"].items() if info["status"] == "included"]
+    assert summary["studies"] == len(included)
+    for study_id in included:
+        assert f"include\t{study_id}\t" in printed
+    for study_id in truth["defects"].values():
+        assert f"exclude\t{study_id}\t" in printed and truth["studies"][study_id]["status"] in printed
+
+
+def test_missing_or_unknown_column_is_a_one_line_error(miniature, tmp_path):
+    root, _ = miniature
+    with pytest.raises(DataError, match=r"labels_covid_posi\.tsv: expected column 'Texto' \(option 'report'\)"):
+        curate(root, str(tmp_path / "o"), translation="identity", columns={"report": "Texto"}, dry_run=True)
+    with pytest.raises(DataError, match="expected option names"):
+        curate(root, str(tmp_path / "o"), translation="identity", columns={"reports": "Report"}, dry_run=True)
+
+
+def test_labels_column_normalisation_and_meta_label_rule():
+    cell = "['Pleural Effusion', 'normal', 'pulmonary nodule', 'exclude', ' nodule ', 'COVID-19']"
+    raw = parse_label_list(cell, "cell")
+    assert canonical_terms(raw) == ["pleural effusion", "nodule", "covid 19"]
+    assert canonical_terms(parse_label_list("['normal', 'unchanged']", "cell")) == []
+    assert parse_label_list("", "cell") == [] and parse_label_list("emphysema, mass", "cell") == ["emphysema", " mass"]
+    with pytest.raises(DataError, match="row 7 Labels: expected a list string"):
+        parse_label_list("['nodule'", "row 7 Labels")
+    assert build_class_list([["a", "b"], ["a"], ["a", "c"], ["b"]], min_positive=2) == ["a", "b"]
+
+
+def test_english_labeler_handles_negation_and_uncertainty():
+    status = label_english_report(
+        "No pleural effusion. Possible small nodule in the right upper lobe. The heart is enlarged. "
+        "Consolidation cannot be excluded. There is no mass, but a liver lesion is seen. Emphysema is absent."
+    )
+    assert status == {"pleural effusion": "negative", "nodule": "uncertain", "cardiomegaly": "positive",
+                      "consolidation": "uncertain", "mass": "negative", "hepatic lesion": "positive",
+                      "emphysema": "negative"}
+    assert english_terms("Possible nodule. No effusion.", uncertain_as="negative") == []
+    assert english_terms("Possible nodule. No effusion.", uncertain_as="positive") == ["nodule"]
+
+
+def test_english_labeler_recovers_every_synthetic_report_finding():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        findings = sample_findings(rng)
+        found = set(english_terms(write_report(findings, rng), uncertain_as="negative")) & set(FINDING_NAMES)
+        assert found == {f.name for f in findings}
+
+
+def test_bimcv_r_csv_route_uses_the_same_vocabulary(curated, tmp_path):
+    out, truth, _ = curated
+    rows = list(_included_rows(out).values())
+    csv_path = tmp_path / "bimcv_r.csv"
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "Report_en"])
+        for row in rows:
+            writer.writerow([os.path.relpath(os.path.join(out, row["image"]), tmp_path), row["report"]])
+        missing = os.path.relpath(os.path.join(out, rows[0]["image"]), tmp_path).replace(".nii.gz", "_x.nii.gz")
+        writer.writerow([missing, "Nodule."])
+        writer.writerow([os.path.relpath(os.path.join(out, rows[1]["image"]), tmp_path), "  "])
+        writer.writerow([os.path.relpath(os.path.join(out, rows[2]["image"]), tmp_path), "Cardiomegaly."])
+    csv_out = str(tmp_path / "csv_out")
+    summary = curate_csv(str(csv_path), csv_out, min_positive=MIN_POSITIVE, uncertain_as="negative", **SPLIT_ARGS)
+    assert summary["studies"] == len(rows)
+    assert sorted(e["reason"] for e in _exclusions(csv_out)) == ["duplicate study", "empty report", "unreadable image"]
+    curated_rows = _included_rows(csv_out)
+    for study_id, row in curated_rows.items():
+        assert set(row["all_labels"]) & set(FINDING_NAMES) == set(truth["studies"][study_id]["findings"])
+    assert verify_datalist(os.path.join(csv_out, "pairs_datalist.json")) == []
+
+
+def _tiny_marian(folder: str) -> str:
+    """A randomly initialised 1-layer MarianMT and a word-level tokenizer, saved locally (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", "derrame", "pleural", "derecho", "nódulo", "sin", "hallazgos", "."]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = MarianConfig(vocab_size=len(words), d_model=16, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                          max_position_embeddings=64, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    MarianMTModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+class _CountingTranslator:
+    """Wraps a translator and records every sentence it was asked to translate."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.seen = inner, inner.name, []
+
+    def translate(self, texts):
+        self.seen.extend(texts)
+        return self.inner.translate(texts)
+
+
+def test_marian_translation_is_cached_per_sentence(tmp_path):
+    model = Seq2SeqTranslator(_tiny_marian(str(tmp_path / "marian")), max_new_tokens=6)
+    cache = str(tmp_path / "translations.jsonl")
+    reports = ["Derrame pleural derecho. Sin hallazgos.", "Sin hallazgos. Nódulo."]
+    counting = _CountingTranslator(model)
+    first = CachedTranslator(counting, cache, progress=False).translate(reports)
+    assert len(first) == 2 and all(isinstance(t, str) for t in first)
+    assert sorted(counting.seen) == ["Derrame pleural derecho.", "Nódulo.", "Sin hallazgos."]  # repeats once
+    with open(cache, encoding="utf-8") as f:
+        assert len(f.readlines()) == 3
+    again = _CountingTranslator(model)
+    reloaded = CachedTranslator(again, cache, progress=False)
+    assert reloaded.translate(reports) == first and again.seen == [] and reloaded.misses == 0
+
+
+def test_curate_with_a_local_marian_model_translates_once(miniature, tmp_path):
+    root, truth = miniature
+    model_dir = _tiny_marian(str(tmp_path / "marian"))
+    out = str(tmp_path / "out")
+    curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_batch_size=64,
+           translation_max_new_tokens=8, **SPLIT_ARGS)
+    cache = os.path.join(out, "cache", "translations.jsonl")
+    before = _fingerprint(out)
+    assert os.path.getsize(cache) > 0
+    second = curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_max_new_tokens=8,
+                    **SPLIT_ARGS)
+    assert second["written"] == [] and _fingerprint(out) == before
+    rows = _included_rows(out).values()
+    assert len(rows) == sum(info["status"] == "included" for info in truth["studies"].values())
+
+
+def test_report_cleaning_rules():
+    text = "INFORME TC TÓRAX:  Fecha: 03/05/2020. Paciente [NOMBRE] XXXX.  Derrame   pleural. Derrame pleural. " \
+           "Sin nódulos."
+    assert clean_report(text) == "Paciente. Derrame pleural. Sin nódulos."
+
+
+def test_command_line_help():
+    result = subprocess.run([sys.executable, "-m", "custom.data.bimcv", "curate", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--min_positive" in result.stdout + result.stderr

@@ -1,0 +1,156 @@
+"""The dataset integrity checker flags every planted defect of a broken datalist and nothing in a clean one."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from custom.data.integrity import detect_kind, main, verify_datalist
+from custom.data.synthetic_ct import FINDING_NAMES, render_phantom, sample_findings
+
+SHAPE = (24, 24, 16)
+SPACING = (10.0, 10.0, 12.0)
+SEG_LABELS = {str(i): f"class {i}" for i in range(14)}  # BTCV: background + 13 organs
+
+
+def _save(folder, name: str, array: np.ndarray, affine: np.ndarray | None = None) -> str:
+    path = os.path.join(folder, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.diag([*SPACING, 1.0]) if affine is None else affine), path)
+    return name
+
+
+def _write(folder, name: str, datalist: dict) -> str:
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(datalist, f)
+    return path
+
+
+def _case(folder, index: int, rng: np.random.Generator) -> tuple[str, str, list]:
+    """A phantom image and its BTCV organ label map (ids above 13 set to background): (image, label, findings)."""
+    findings = sample_findings(rng)
+    phantom = render_phantom(findings, shape=SHAPE, spacing=SPACING, seed=index)
+    organs = np.where(phantom.organs <= 13, phantom.organs, 0).astype(np.uint8)
+    image = _save(folder, f"images/case{index}.nii.gz", phantom.image)
+    label = _save(folder, f"labels/case{index}.nii.gz", organs)
+    return image, label, [f.name for f in findings]
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """Four clean cases (patients P0..P3) in ``tmp_path``: image + label + findings each."""
+    rng = np.random.default_rng(0)
+    return tmp_path, [_case(tmp_path, i, rng) for i in range(4)]
+
+
+def _seg_rows(cases):
+    return [{"image": image, "label": label} for image, label, _ in cases]
+
+
+def _pair_rows(cases):
+    return [{"image": image, "report": "Report text.", "patient_id": f"P{i}", "study_id": f"S{i}",
+             "labels": findings, "label_vector": [int(n in findings) for n in FINDING_NAMES]}
+            for i, (image, _, findings) in enumerate(cases)]
+
+
+def test_clean_datalists_have_no_problems(dataset, capsys):
+    folder, cases = dataset
+    test_image = _case(folder, 9, np.random.default_rng(9))[0]
+    seg = _write(folder, "seg.json", {"labels": SEG_LABELS, "training": _seg_rows(cases[:3]),
+                                      "validation": _seg_rows(cases[3:]),
+                                      "test": [test_image]})  # Decathlon-style bare test image path
+    pairs = _write(folder, "pairs.json", {"finding_names": list(FINDING_NAMES), "training": _pair_rows(cases)[:3],
+                                          "validation": _pair_rows(cases)[3:]})
+    assert verify_datalist(seg) == [] and verify_datalist(pairs) == []
+    assert verify_datalist(seg, kind="segmentation", num_classes=14) == []
+    assert main(["--datalist", pairs]) == 0
+    assert capsys.readouterr().out.strip().endswith(": OK")
+
+
+def test_kind_detection():
+    assert detect_kind([{"image": "a", "report": "r"}]) == "pairs"
+    assert detect_kind([{"image": "a", "label": "b.nii.gz"}]) == "segmentation"
+    assert detect_kind([{"image": "a", "label": [0, 1]}]) == "classification"
+    assert detect_kind(["a.nii.gz"]) == "images"
+
+
+def test_every_planted_segmentation_defect_is_flagged_once(dataset):
+    folder, cases = dataset
+    phantom = render_phantom([], shape=SHAPE, spacing=SPACING)
+    organs = np.where(phantom.organs <= 13, phantom.organs, 0).astype(np.uint8)
+    with open(os.path.join(folder, cases[0][0]), "rb") as f:
+        data = f.read()
+    with open(os.path.join(folder, "images/truncated.nii.gz"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    nan_image = phantom.image.astype(np.float32)
+    nan_image[3, 4, 5] = np.nan
+    bad_values = organs.copy()
+    bad_values[0, 0, 0] = 99
+    shifted = np.diag([*SPACING, 1.0])
+    shifted[0, 3] = 5.0
+    planted = {  # row -> the text its one problem line must contain
+        "missing file": ({"image": "images/nowhere.nii.gz", "label": cases[0][1]}, "image file not found"),
+        "truncated image": ({"image": "images/truncated.nii.gz", "label": cases[0][1]}, "corrupt or truncated"),
+        "2D image": ({"image": _save(folder, "images/flat.nii.gz", phantom.image[:, :, 0]), "label": cases[0][1]},
+                     "expected a 3D volume"),
+        "NaN voxels": ({"image": _save(folder, "images/nan.nii.gz", nan_image), "label": cases[0][1]}, "NaN/inf"),
+        "absurd spacing": ({"image": _save(folder, "images/tiny.nii.gz", phantom.image, np.diag([0.001, 1, 1, 1])),
+                            "label": _save(folder, "labels/tiny.nii.gz", organs, np.diag([0.001, 1, 1, 1]))},
+                           "voxel spacing"),
+        "label shape": ({"image": cases[1][0], "label": _save(folder, "labels/crop.nii.gz", organs[:, :, :8])},
+                        "spatial shape"),
+        "label affine": ({"image": cases[1][0], "label": _save(folder, "labels/shifted.nii.gz", organs, shifted)},
+                         "label's affine"),
+        "label values": ({"image": cases[2][0], "label": _save(folder, "labels/bad.nii.gz", bad_values)},
+                         "expected label values in"),
+    }
+    rows = [row for row, _ in planted.values()]
+    path = _write(folder, "broken_seg.json", {"labels": SEG_LABELS, "training": _seg_rows(cases) + rows})
+    problems = verify_datalist(path)
+    for offset, (name, (_, expected)) in enumerate(planted.items()):
+        lines = [p for p in problems if p.startswith(f"training[{len(cases) + offset}] ")]
+        assert len(lines) == 1 and expected in lines[0], (name, lines)
+    assert len(problems) == len(planted)  # nothing flagged in the clean rows
+
+
+def test_every_planted_pairs_defect_is_flagged_once(dataset, capsys):
+    folder, cases = dataset
+    with open(os.path.join(folder, "latin1.txt"), "wb") as f:
+        f.write("Derrame pleural. Pulmón normal.".encode("latin-1"))
+    clean = _pair_rows(cases)
+    broken = [
+        {**clean[0], "report": "   ", "patient_id": "Q1"},
+        {**clean[1], "report": "latin1.txt", "patient_id": "Q2"},
+        {**clean[2], "label_vector": [0, 1], "patient_id": "Q3"},
+    ]
+    leak = {**clean[3], "image": cases[3][0], "patient_id": "P0"}  # P0 is in training as well
+    path = _write(folder, "broken_pairs.json", {"finding_names": list(FINDING_NAMES),
+                                                "training": clean[:3] + broken, "validation": [leak]})
+    problems = verify_datalist(path)
+    expected = {"training[3] ": "non-empty report", "training[4] ": "UTF-8", "training[5] ": "one per class",
+                "patient_id P0": "expected in one split"}
+    for prefix, text in expected.items():
+        lines = [p for p in problems if p.startswith(prefix)]
+        assert len(lines) == 1 and text in lines[0], (prefix, problems)
+    assert len(problems) == len(expected)
+    assert main(["--datalist", path]) == 1
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == len(expected)  # one line per problem
+
+
+def test_classification_vectors_and_image_leaks(dataset):
+    folder, cases = dataset
+    rows = [{"image": image, "label": [1, 0, 1], "patient_id": f"P{i}"} for i, (image, _, _) in enumerate(cases)]
+    path = _write(folder, "cls.json", {"class_names": ["a", "b", "c"], "training": rows[:3], "validation": rows[3:]})
+    assert verify_datalist(path) == []
+    bad = [{**rows[0], "label": [1, 0]}, {**rows[1], "label": [1, 2, 0], "patient_id": "X"}]
+    leak = {**rows[2], "patient_id": "Y"}
+    path = _write(folder, "cls_bad.json", {"class_names": ["a", "b", "c"], "training": bad + rows[2:3], "test": [leak]})
+    problems = verify_datalist(path, kind="classification")
+    assert len(problems) == 3, problems
+    assert "one per class" in problems[0] and "only 0/1" in problems[1] and "expected in one split" in problems[2]

@@ -1,0 +1,114 @@
+"""Backbones, text encoder, interactor and the encoder export of the T3D model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.nets import BasicUNet, SwinUNETR
+
+from custom.networks.swin_backbone import SwinUNETRBackbone
+from custom.networks.t3d import T3DImageEmbedder, T3DModel
+from custom.networks.text_encoder import HFTextEncoder
+from custom.networks.unet_backbone import BasicUNetBackbone
+from custom.weights.checkpoint import export_weights, safe_load
+
+SMALL_UNET = (4, 4, 8, 16, 32, 4)
+
+
+def _toy_model(text_encoder_path: str, use_interactor: bool = True) -> T3DModel:
+    torch.manual_seed(0)
+    return T3DModel(
+        BasicUNetBackbone(features=SMALL_UNET),
+        HFTextEncoder(text_encoder_path, max_length=16),
+        embed_dim=16,
+        use_interactor=use_interactor,
+        interactor_heads=4,
+    ).eval()
+
+
+def test_backbones_reproduce_the_monai_networks():
+    torch.manual_seed(0)
+    swin = SwinUNETRBackbone(feature_size=12).eval()
+    reference = SwinUNETR(in_channels=1, out_channels=1, feature_size=12).eval()
+    reference.load_state_dict(swin.state_dict())
+    x = torch.rand(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(swin.decode(swin.encode(x)), reference(x))
+        assert swin.encode(x).bottleneck.shape == (1, 192, 2, 2, 2)
+    unet = BasicUNetBackbone(features=SMALL_UNET).eval()
+    reference = BasicUNet(features=SMALL_UNET, out_channels=1).eval()
+    reference.load_state_dict(unet.state_dict())
+    x = torch.rand(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(unet(x), reference(x))
+
+
+def test_interactor_changes_restoration_with_text_only_when_on(offline_text_encoder):
+    corrupted = torch.rand(2, 1, 32, 32, 32)
+    index = torch.tensor([0, 1])
+    for use_interactor in (True, False):
+        model = _toy_model(offline_text_encoder, use_interactor)
+        with torch.no_grad():
+            text_a = model.text_encoder(["There is a left pleural effusion.", "No acute findings."])
+            text_b = model.text_encoder(["Cardiomegaly is present.", "A 30 mm mass is present in the right upper lobe."])
+            restored_a = model.restore(corrupted, text_a, index)
+            restored_b = model.restore(corrupted, text_b, index)
+        changed = (restored_a - restored_b).abs().max().item()
+        if use_interactor:
+            assert changed > 1e-4
+        else:
+            assert changed == 0.0
+
+
+def test_long_reports_are_chunked_not_cut(offline_text_encoder):
+    encoder = HFTextEncoder(offline_text_encoder, max_length=16)
+    report = " ".join(["There is a 12 mm nodule in the right upper lobe."] * 6)
+    chunks = encoder.chunk_report(report)
+    content_tokens = len(encoder.tokenizer(report, add_special_tokens=False)["input_ids"])
+    assert len(chunks) > 1
+    assert all(len(c) <= 16 for c in chunks)
+    assert sum(len(c) - 2 for c in chunks) == content_tokens
+    features = encoder([report, "No acute findings."])
+    assert features.mask[0].sum() == sum(len(c) for c in chunks)
+    assert features.tokens.shape == (2, int(features.mask[0].sum()), encoder.hidden_size)
+
+
+def test_text_encoder_freezing_and_frozen_cache(offline_text_encoder):
+    partly = HFTextEncoder(offline_text_encoder, frozen_layers=1)
+    assert not any(p.requires_grad for p in partly.model.embeddings.parameters())
+    assert not any(p.requires_grad for p in partly.model.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in partly.model.encoder.layer[1].parameters())
+    frozen = HFTextEncoder(offline_text_encoder, frozen_layers=-1).train()
+    first = frozen(["No acute findings."]).pooled
+    assert "No acute findings." in frozen._cache
+    assert torch.equal(frozen(["No acute findings."]).pooled, first)
+    assert not frozen.model.training  # no dropout: cached outputs equal recomputed ones
+
+
+def test_text_encoder_unknown_id_fails_offline_with_one_line():
+    with pytest.raises(OSError, match="text_encoder_name 'no-such-org/no-such-model'"):
+        HFTextEncoder("no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize("backbone_name", ["swinunetr", "basicunet"])
+def test_exported_encoder_loads_into_a_fresh_downstream_network(tmp_path, offline_text_encoder, backbone_name):
+    if backbone_name == "swinunetr":
+        backbone = SwinUNETRBackbone(feature_size=12)
+        downstream = SwinUNETR(in_channels=1, out_channels=14, feature_size=12)
+    else:
+        backbone = BasicUNetBackbone(features=SMALL_UNET)
+        downstream = BasicUNet(features=SMALL_UNET, out_channels=14)
+    model = T3DModel(backbone, HFTextEncoder(offline_text_encoder), embed_dim=16, interactor_heads=4)
+    export_weights(model, str(tmp_path))
+    encoder_state = safe_load(str(tmp_path / "image_encoder.pt"))
+    result = downstream.load_state_dict(encoder_state, strict=False)
+    assert result.unexpected_keys == []
+    missing_encoder_keys = [k for k in result.missing_keys if k.startswith(backbone.encoder_prefixes)]
+    assert missing_encoder_keys == []
+    assert len(encoder_state) > 0
+    for key, value in encoder_state.items():
+        assert torch.equal(downstream.state_dict()[key], value)
+    # the full model.pt feeds the image-only inference network
+    embedder = T3DImageEmbedder(type(backbone)(**({"feature_size": 12} if backbone_name == "swinunetr" else {"features": SMALL_UNET})), 16)
+    embedder.load_state_dict(safe_load(str(tmp_path / "model.pt")), strict=False)
+    assert torch.equal(embedder.image_head.key.weight, model.image_head.key.weight)

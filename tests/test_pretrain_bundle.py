@@ -1,0 +1,138 @@
+"""The t3d_pretrain bundle end to end at toy size: every overlay trains, resume, evaluate, inference, conformance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLES, META_SCHEMA, REPO_ROOT, run_bundle
+from custom.weights.checkpoint import safe_load
+
+BUNDLE = "t3d_pretrain"
+TOY = ["train.json", "cpu_toy.json"]
+
+
+def _toy_overrides(synthetic_pairs: str, offline_text_encoder: str, **extra) -> dict:
+    return {
+        "dataset_dir": synthetic_pairs,
+        "text_encoder_name": offline_text_encoder,
+        "batch_size": 2,
+        "max_epochs": 1,
+        "epoch_length": 2,
+        "val_interval": 1,
+        **extra,
+    }
+
+
+def _history(bundle_root) -> dict:
+    with open(os.path.join(bundle_root, "runs", "loss_history.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize(
+    "overlays",
+    [
+        [],
+        ["ablation_no_tcl.json"],
+        ["ablation_no_tir.json"],
+        ["ablation_no_interactor.json"],
+        ["ablation_unet_backbone.json"],
+        ["ablation_clinicalbert.json"],
+        ["cpu_toy_swin.json"],
+    ],
+    ids=lambda o: "+".join(o) or "toy",
+)
+def test_every_overlay_trains_two_steps(tmp_path, synthetic_pairs, offline_text_encoder, overlays):
+    overrides = _toy_overrides(synthetic_pairs, offline_text_encoder)
+    if overlays == ["ablation_clinicalbert.json"]:
+        # the overlay names a hub id; offline it must fail with one clear line, and with a local model it trains
+        with pytest.raises(Exception, match="medicalai/ClinicalBERT.*never downloads"):
+            run_bundle(BUNDLE, TOY + overlays, str(tmp_path / "hub"), **{**overrides, "text_encoder_name": "medicalai/ClinicalBERT"})
+        from custom.weights.offline_text_encoder import build_offline_text_encoder
+
+        overrides["text_encoder_name"] = build_offline_text_encoder(str(tmp_path / "other_text"), hidden_size=32, num_layers=3)
+        overrides["text_frozen_layers"] = 1
+    workflow = run_bundle(BUNDLE, TOY + overlays, str(tmp_path), **overrides)
+    history = _history(tmp_path)
+    assert len(history["iteration"]) == 2
+    assert all(np.isfinite(history["loss"]))
+    tcl, tir = np.asarray(history["tcl"]), np.asarray(history["tir"])
+    assert (tcl == 0).all() if overlays == ["ablation_no_tcl.json"] else (tcl > 0).all()
+    assert (tir == 0).all() if overlays == ["ablation_no_tir.json"] else (tir > 0).all()
+    network = workflow.parser.get_parsed_content("network")
+    assert (network.interactor is None) == (overlays == ["ablation_no_interactor.json"])
+    for name in ("checkpoint_last.pt", "model.pt", "image_encoder.pt", "image_encoder.json"):
+        assert os.path.isfile(tmp_path / "models" / name)
+    assert os.path.isfile(tmp_path / "runs" / "loss_curves.png")
+    assert "report_to_volume_R1" in workflow.parser.get_parsed_content("validate#evaluator").state.metrics
+
+
+def test_training_resumes_from_the_last_checkpoint(tmp_path, synthetic_pairs, offline_text_encoder):
+    overrides = _toy_overrides(synthetic_pairs, offline_text_encoder)
+    run_bundle(BUNDLE, TOY, str(tmp_path), **overrides)
+    first = safe_load(str(tmp_path / "models" / "checkpoint_last.pt"))
+    assert (first["epoch"], first["iteration"]) == (1, 2)
+    workflow = run_bundle(BUNDLE, TOY, str(tmp_path), **{**overrides, "max_epochs": 2})
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert (trainer.state.epoch, trainer.state.iteration) == (2, 4)  # one more epoch, not two
+    second = safe_load(str(tmp_path / "models" / "checkpoint_last.pt"))
+    assert (second["epoch"], second["iteration"]) == (2, 4)
+    assert _history(tmp_path)["iteration"] == [1, 2, 3, 4]
+    assert not [f for f in os.listdir(tmp_path / "models") if ".tmp" in f]  # atomic writes leave no partial files
+
+
+def test_evaluate_and_inference_use_the_trained_weights(tmp_path, synthetic_pairs, offline_text_encoder):
+    overrides = _toy_overrides(synthetic_pairs, offline_text_encoder)
+    train = run_bundle(BUNDLE, TOY, str(tmp_path), **overrides)
+    trained_metric = train.parser.get_parsed_content("validate#evaluator").state.metrics["report_to_volume_R1"]
+    evaluate = run_bundle(BUNDLE, TOY + ["evaluate.json"], str(tmp_path), **overrides)
+    metrics = evaluate.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert metrics["report_to_volume_R1"] == pytest.approx(trained_metric)
+    assert metrics["chance_R1"] == pytest.approx(1 / 4)
+    assert os.path.isfile(tmp_path / "runs" / "metrics.csv")
+
+    infer = run_bundle(BUNDLE, ["inference.json", "cpu_toy.json"], str(tmp_path), dataset_dir=synthetic_pairs)
+    result = np.load(tmp_path / "eval" / "embeddings.npz")
+    assert result["embeddings"].shape == (12, 64)
+    assert np.allclose(np.linalg.norm(result["embeddings"], axis=1), 1.0, atol=1e-4)
+    # the inference network carries the trained image weights
+    model_state = safe_load(str(tmp_path / "models" / "model.pt"))
+    embedder = infer.parser.get_parsed_content("network")
+    assert torch.equal(embedder.image_head.key.weight, model_state["image_head.key.weight"])
+
+
+def test_metadata_and_network_io_verify():
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    config_dir = os.path.join(BUNDLES, BUNDLE, "configs")
+    verify_metadata(meta_file=os.path.join(config_dir, "metadata.json"), filepath=META_SCHEMA)
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=os.path.join(config_dir, "metadata.json"),
+        config_file=os.path.join(config_dir, "inference.json"),
+        n=2,
+        **{"image_backbone#feature_size": 12},
+    )
+
+
+def test_multi_gpu_overlay_runs_with_two_gloo_processes(tmp_path, synthetic_pairs, offline_text_encoder):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run",
+        "--config_file", "['configs/train.json','configs/cpu_toy.json','configs/multi_gpu_train.json']",
+        "--bundle_root", str(tmp_path), "--dataset_dir", synthetic_pairs, "--text_encoder_name", offline_text_encoder,
+        "--batch_size", "2", "--max_epochs", "1", "--val_interval", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=os.path.join(BUNDLES, BUNDLE), env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    checkpoint = safe_load(str(tmp_path / "models" / "checkpoint_last.pt"))
+    # 8 training studies, 2 ranks x batch 2: each rank sees 4 studies -> 2 iterations in the epoch
+    assert checkpoint["iteration"] == 2
+    assert os.path.isfile(tmp_path / "models" / "image_encoder.pt")

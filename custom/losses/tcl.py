@@ -92,10 +92,9 @@ class TextInformedContrastiveLoss(nn.Module):
         scale = logit_scale.clamp(max=4.6052).exp()
         logits_image_to_text = scale * image_embeddings.float() @ text_embeddings.float().T  # (N, B)
         affinity = self.report_affinity(report_features, text_embeddings.shape[0], text_embeddings.device)
-        image_targets = affinity[image_to_text]  # (N, B): crop n vs report j
-        image_targets = image_targets / image_targets.sum(1, keepdim=True)
-        text_targets = image_targets.T.clone()  # (B, N): report j vs crop n, same affinities
-        text_targets = text_targets / text_targets.sum(1, keepdim=True)
+        pair_affinity = affinity[image_to_text]  # (N, B): crop n vs report j
+        image_targets = pair_affinity / pair_affinity.sum(1, keepdim=True)
+        text_targets = pair_affinity.T / pair_affinity.T.sum(1, keepdim=True)  # (B, N): report j vs crop n
         loss_image = -(image_targets * F.log_softmax(logits_image_to_text, dim=1)).sum(1).mean()
         loss_text = -(text_targets * F.log_softmax(logits_image_to_text.T, dim=1)).sum(1).mean()
         return 0.5 * (loss_image + loss_text)

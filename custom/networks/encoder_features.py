@@ -38,3 +38,16 @@ class EncoderFeatures:
         """Same skips, bottleneck replaced by ``tokens`` ``(B, N, C)`` reshaped to the bottleneck grid."""
         bottleneck = tokens.transpose(1, 2).reshape(self.bottleneck.shape)
         return EncoderFeatures(skips=self.skips, bottleneck=bottleneck, embedding_source=self.embedding_source)
+
+    def split(self, size: int) -> tuple["EncoderFeatures", "EncoderFeatures"]:
+        """Features of the first ``size`` samples and of the rest (undoes a concatenated batch)."""
+
+        def halves(tensor: torch.Tensor | None) -> tuple:
+            return (None, None) if tensor is None else (tensor[:size], tensor[size:])
+
+        skips = [halves(t) for t in self.skips]
+        bottleneck, source = halves(self.bottleneck), halves(self.embedding_source)
+        return (
+            EncoderFeatures([a for a, _ in skips], bottleneck[0], source[0]),
+            EncoderFeatures([b for _, b in skips], bottleneck[1], source[1]),
+        )

@@ -71,7 +71,9 @@ class T3DModel(nn.Module):
     def restore(self, corrupted: torch.Tensor, text=None, crop_to_report: torch.Tensor | None = None) -> torch.Tensor:
         """Decode corrupted crops ``(N, 1, *S)`` to ``(N, 1, *S)``; with the interactor on, crop ``n`` attends to the
         tokens of report ``crop_to_report[n]`` of ``text`` (a ``TextFeatures``)."""
-        features = self.image_backbone.encode(corrupted)
+        return self._restore(self.image_backbone.encode(corrupted), text, crop_to_report)
+
+    def _restore(self, features, text, crop_to_report: torch.Tensor | None) -> torch.Tensor:
         if self.interactor is not None and text is not None:
             tokens = self.interactor(features.tokens, text.tokens[crop_to_report], text.mask[crop_to_report])
             features = features.with_tokens(tokens)
@@ -85,15 +87,26 @@ class T3DModel(nn.Module):
         crop_to_report: torch.Tensor,
     ) -> T3DOutput:
         """One pre-training step's forward pass. ``crops``/``corrupted`` ``(N, 1, *S)``, either None to skip that
-        task (its loss weight is 0); ``crop_to_report`` ``(N,)`` index into ``reports``."""
+        task (its loss weight is 0); ``crop_to_report`` ``(N,)`` index into ``reports``.
+
+        Clean and corrupted crops go through the encoder as one batch: one pass instead of two, and every parameter
+        is used once per step, which ``DistributedDataParallel`` requires when it looks for unused parameters."""
         text = self.text_encoder(reports)
         image_embeddings = text_embeddings = restored = None
+        batch = [t for t in (crops, corrupted) if t is not None]
+        features = self.image_backbone.encode(torch.cat(batch) if len(batch) > 1 else batch[0])
+        if crops is not None and corrupted is not None:
+            clean, corrupt = features.split(crops.shape[0])
+        else:
+            clean = corrupt = features
         if crops is not None:
-            image_embeddings = self.embed_images(crops)
+            image_embeddings = self.image_head(clean.embedding_tokens)
             text_embeddings = self.text_projection(text.pooled)
         if corrupted is not None:
-            restored = self.restore(corrupted, text, crop_to_report)
-        return T3DOutput(image_embeddings, text_embeddings, restored, self.logit_scale)
+            restored = self._restore(corrupt, text, crop_to_report)
+        # a clamped copy, not the parameter itself: DDP must see the parameter used inside the graph only
+        logit_scale = self.logit_scale.clamp(max=math.log(100.0))
+        return T3DOutput(image_embeddings, text_embeddings, restored, logit_scale)
 
 
 class T3DImageEmbedder(nn.Module):

@@ -1,8 +1,11 @@
 """A small BERT built entirely on this machine: the text encoder of the CPU demo and the tests (no hub, no network).
 
-A WordPiece tokenizer is trained on report sentences with Hugging Face ``tokenizers`` and wrapped as a
-``PreTrainedTokenizerFast``; the model is a real ``transformers.BertModel`` (randomly initialised, seeded), saved with
-``save_pretrained`` so it loads through the same ``AutoModel``/``AutoTokenizer`` path as RadBERT does on real runs.
+A WordPiece tokenizer is trained on report text with Hugging Face ``tokenizers`` and wrapped as a
+``PreTrainedTokenizerFast``; the model is a real ``transformers.BertModel``, given a short masked-language-model
+pre-training on the same text (``mlm_steps``, seconds on a CPU) so that, like RadBERT on real runs, it starts with
+word representations that reflect report content rather than random ones: two randomly initialised towers trained
+contrastively from scratch sit at the uniform solution for hundreds of steps (seen on the CPU toy). Saved with
+``save_pretrained``, it loads through the same ``AutoModel``/``AutoTokenizer`` path as RadBERT.
 
     python -m custom.weights.offline_text_encoder --out_dir models/offline_text_encoder
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+
+import numpy as np
 
 from custom.engines.distributed import main_process_first
 
@@ -25,20 +30,27 @@ def build_offline_text_encoder(
     num_heads: int = 2,
     max_position_embeddings: int = 64,
     vocab_size: int = 1000,
+    mlm_steps: int = 300,
     seed: int = 0,
 ) -> str:
-    """Train the tokenizer on ``corpus`` (default: the synthetic report templates) and save tokenizer + model."""
+    """Train the tokenizer and (``mlm_steps`` of masked-LM) the model on ``corpus`` (default: synthetic reports)."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast
 
     from custom.data.synthetic_reports import report_corpus
+    from custom.data.synthetic_ct import sample_findings
+    from custom.data.synthetic_reports import write_report
+
+    if corpus is None:
+        rng = np.random.default_rng(seed)
+        corpus = report_corpus() + [write_report(sample_findings(rng), rng) for _ in range(2000)]
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(list(corpus or report_corpus()), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    tokenizer.train_from_iterator(list(corpus), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -61,10 +73,41 @@ def build_offline_text_encoder(
         intermediate_size=2 * hidden_size,
         max_position_embeddings=max_position_embeddings,
     )
+    model = BertForMaskedLM(config)
+    if mlm_steps:
+        _masked_lm_pretraining(model, fast, list(corpus), mlm_steps, seed)
+    encoder = BertModel(config)
+    encoder.load_state_dict(model.bert.state_dict(), strict=False)  # the MLM head is dropped; the pooler stays fresh
     os.makedirs(out_dir, exist_ok=True)
     fast.save_pretrained(out_dir)
-    BertModel(config).save_pretrained(out_dir)
+    encoder.save_pretrained(out_dir)
     return out_dir
+
+
+def _masked_lm_pretraining(model, tokenizer, corpus: list[str], steps: int, seed: int, batch_size: int = 32) -> None:
+    """BERT's masked-LM objective (15 % of tokens: 80 % [MASK], 10 % random, 10 % kept) on ``corpus``."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    special = torch.tensor(tokenizer.all_special_ids)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(corpus), (batch_size,), generator=generator).tolist()
+        batch = tokenizer([corpus[r] for r in rows], padding=True, truncation=True, return_tensors="pt")
+        labels = batch["input_ids"].clone()
+        chosen = (torch.rand(labels.shape, generator=generator) < 0.15) & ~torch.isin(labels, special)
+        labels[~chosen] = -100
+        action = torch.rand(labels.shape, generator=generator)
+        batch["input_ids"][chosen & (action < 0.8)] = tokenizer.mask_token_id
+        random_tokens = torch.randint(len(tokenizer), labels.shape, generator=generator)
+        swap = chosen & (action >= 0.8) & (action < 0.9)
+        batch["input_ids"][swap] = random_tokens[swap]
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
 
 
 @main_process_first

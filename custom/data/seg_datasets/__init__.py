@@ -1,0 +1,1 @@
+"""Dataset-layout readers and synthetic miniature writers for the segmentation bundles."""

@@ -1,0 +1,185 @@
+"""Dataset-layout readers, miniature writers, label conversion and the one-line input errors of the seg bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+from custom.data.checks import DataError
+from custom.data.seg_datasets import brats, btcv, msd
+from custom.data.seg_datasets.common import load_split, write_nifti
+from custom.data.synthetic_mr import MR_MODALITIES, render_brain_phantom
+from custom.transforms.brats_labels import BratsRegionsToLabeld, ConvertToBratsRegionsd
+from custom.transforms.seg_checks import CheckSegmentationInputd
+
+SMALL = (16, 16, 16)
+
+
+def test_btcv_both_layouts_give_the_same_datalist_and_the_published_split(tmp_path):
+    flat = btcv.write_miniature(str(tmp_path / "flat"), num_cases=30, shape=SMALL)
+    raw = btcv.write_miniature(str(tmp_path / "raw"), num_cases=30, shape=SMALL, layout="RawData")
+    for path, image_dir in ((flat, "imagesTr"), (raw, os.path.join("RawData", "Training", "img"))):
+        content = json.load(open(path))
+        assert (len(content["training"]), len(content["validation"])) == (24, 6)  # MONAI dataset_0.json split
+        assert [r["image"] for r in content["validation"]] == [f"{image_dir}/img{n:04d}.nii.gz" for n in range(35, 41)]
+    rows = load_split(raw, "validation")
+    assert all(os.path.isabs(r["label"]) and os.path.isfile(r["label"]) for r in rows)
+    label = nib.load(rows[0]["label"]).get_fdata()
+    values = set(np.unique(label))
+    assert values <= set(range(14)) and len(values) >= 8  # BTCV ids only: lungs, heart, spine are background
+
+
+def test_label_fractions_are_nested_and_selected_by_one_key(tmp_path):
+    path = btcv.write_miniature(str(tmp_path / "btcv"), num_cases=30, shape=SMALL)
+    all_rows = load_split(path, "training")
+    tenth = load_split(path, "training", label_fraction=0.1)
+    hundredth = load_split(path, "training", label_fraction=0.01)
+    ids = [{r["patient_id"] for r in rows} for rows in (hundredth, tenth, all_rows)]
+    assert [len(s) for s in ids] == [1, 3, 24]
+    assert ids[0] <= ids[1] <= ids[2]
+    written = json.load(open(str(tmp_path / "btcv" / "dataset_0_frac10.json")))  # the `prepare` command's files
+    assert {r["patient_id"] for r in written["training"]} == ids[1]
+
+
+def test_msd_lung_reader_and_miniature(tmp_path):
+    path = msd.write_lung_miniature(str(tmp_path / "Task06_Lung"), num_cases=10, shape=SMALL)
+    content = json.load(open(path))
+    assert len(content["training"]) == 8 and len(content["validation"]) == 2 and len(content["test"]) == 1
+    assert json.load(open(tmp_path / "Task06_Lung" / "dataset.json"))["labels"] == {"0": "background", "1": "cancer"}
+    for row in load_split(path, "training"):
+        tumour = nib.load(row["label"]).get_fdata()
+        assert set(np.unique(tumour)) == {0, 1}  # every case has a tumour
+
+
+def test_msd_task01_and_brats2021_read_to_the_same_channels_and_regions(tmp_path):
+    task01 = load_split(msd.write_brain_miniature(str(tmp_path / "Task01"), num_cases=3, shape=SMALL), "training")
+    brats21 = load_split(brats.write_miniature(str(tmp_path / "BraTS2021"), num_cases=3, shape=SMALL), "training")
+    assert task01[0]["tumour_label_scheme"] == "msd_task01" and brats21[0]["tumour_label_scheme"] == "brats"
+    assert [os.path.basename(p).split("_")[-1] for p in brats21[0]["image"]] == [f"{m}.nii.gz" for m in MR_MODALITIES]
+    load = Compose(
+        [LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]), ConvertToBratsRegionsd("label")]
+    )
+    by_id = {os.path.basename(r["image"]).split(".")[0]: r for r in task01}
+    for row in brats21:  # same seeds -> same phantom in both layouts
+        index = int(row["patient_id"].split("_")[1])
+        a, b = load(row), load(by_id[f"BRATS_{index + 1:03d}"])
+        assert a["image"].shape == b["image"].shape == (4, *SMALL)
+        torch.testing.assert_close(a["image"], b["image"])
+        torch.testing.assert_close(a["label"], b["label"])
+        assert a["label"].shape == (3, *SMALL) and a["label"][1].sum() >= a["label"][0].sum() >= a["label"][2].sum() > 0
+
+
+def test_brats_regions_round_trip_to_the_label_map():
+    phantom = render_brain_phantom(SMALL, seed=3)
+    label = torch.as_tensor(phantom.label)[None]
+    regions = ConvertToBratsRegionsd("label")({"label": label})["label"]
+    back = BratsRegionsToLabeld("pred")({"pred": regions})["pred"]
+    assert back.shape == (1, *SMALL) and set(torch.unique(back).tolist()) == {0, 1, 2, 4}
+    torch.testing.assert_close(back.to(torch.uint8), label.to(torch.uint8))
+
+
+def test_synthetic_mr_contrast_makes_regions_separable():
+    phantom = render_brain_phantom((32, 32, 32), seed=0)
+    flair, t1, t1ce, t2 = phantom.image
+    edema, enhancing, necrotic = (phantom.label == 2), (phantom.label == 4), (phantom.label == 1)
+    brain = phantom.image[0] > 0
+    normal = brain & (phantom.label == 0)
+    assert flair[edema].mean() > flair[normal].mean() + 0.3
+    assert t1ce[enhancing].mean() > t1ce[normal].mean() + 0.4
+    assert t1ce[necrotic].mean() < t1ce[enhancing].mean() - 0.6
+    assert (phantom.image[:, ~brain] == 0).all()  # skull-stripped
+
+
+# ---------------------------------------------------------------- bad inputs: one-line DataError naming the file
+
+
+def _check(row: dict, **kwargs) -> dict:
+    load = Compose([LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"])])
+    return CheckSegmentationInputd(**kwargs)(load(row))
+
+
+def _one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.fixture(scope="module")
+def btcv_case(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("btcv_bad")
+    return load_split(btcv.write_miniature(str(folder), num_cases=2, shape=SMALL), "training")[0]
+
+
+def test_good_case_passes_checks(btcv_case):
+    out = _check(btcv_case, in_channels=1, label_values=range(14))
+    assert out["image"].shape == (1, *SMALL)
+
+
+def test_label_shape_mismatch(btcv_case, tmp_path):
+    bad = str(tmp_path / "label_shape.nii.gz")
+    write_nifti(np.zeros((16, 16, 15), np.uint8), np.diag([12.0, 12.0, 8.0, 1.0]), bad)
+    with pytest.raises(DataError) as excinfo:
+        _check({**btcv_case, "label": bad}, in_channels=1)
+    expected = "expected the label's spatial shape to equal the image's (16, 16, 16), found (16, 16, 15)"
+    assert expected in _one_line_error(excinfo)
+
+
+def test_label_affine_mismatch(btcv_case, tmp_path):
+    image = nib.load(btcv_case["label"])
+    bad = str(tmp_path / "label_affine.nii.gz")
+    shifted = image.affine.copy()
+    shifted[0, 3] += 5.0
+    write_nifti(np.asarray(image.dataobj), shifted, bad)
+    with pytest.raises(DataError) as excinfo:
+        _check({**btcv_case, "label": bad}, in_channels=1)
+    assert "expected the label's affine to equal the image's, found a difference of 5" in _one_line_error(excinfo)
+
+
+def test_label_values_outside_channel_def(btcv_case, tmp_path):
+    image = nib.load(btcv_case["label"])
+    values = np.asarray(image.dataobj).copy()
+    values[0, 0, 0] = 17
+    bad = str(tmp_path / "label_values.nii.gz")
+    write_nifti(values, image.affine, bad)
+    with pytest.raises(DataError) as excinfo:
+        _check({**btcv_case, "label": bad}, in_channels=1, label_values=range(14))
+    assert bad in _one_line_error(excinfo) and "found [17]" in str(excinfo.value)
+
+
+def test_wrong_channel_count_for_the_network(btcv_case):
+    with pytest.raises(DataError) as excinfo:
+        _check(btcv_case, in_channels=4)
+    assert "expected 4 image channel(s) for the network, found 1" in _one_line_error(excinfo)
+
+
+def test_brats_case_with_a_missing_modality(tmp_path):
+    brats.write_miniature(str(tmp_path / "b"), num_cases=2, shape=SMALL)
+    case = tmp_path / "b" / "BraTS2021_00001"
+    os.remove(case / "BraTS2021_00001_t1ce.nii.gz")
+    with pytest.raises(DataError) as excinfo:
+        brats.build_datalist(str(tmp_path / "b"))
+    assert "expected modality 't1ce' (BraTS2021_00001_t1ce.nii.gz), found none" in _one_line_error(excinfo)
+
+
+def test_brats_label_values_outside_the_scheme(tmp_path):
+    label = torch.zeros(1, *SMALL)
+    label[0, 1, 1, 1] = 3  # a Task01 value in a file read as BraTS numbering
+    with pytest.raises(DataError) as excinfo:
+        ConvertToBratsRegionsd("label")({"label": label, "tumour_label_scheme": "brats"})
+    assert "expected label values in [0, 1, 2, 4], found [3]" in _one_line_error(excinfo)
+
+
+def test_missing_datalist_and_missing_file(tmp_path):
+    with pytest.raises(DataError, match="datalist not found"):
+        load_split(str(tmp_path / "nope.json"))
+    path = btcv.write_miniature(str(tmp_path / "btcv"), num_cases=2, shape=SMALL)
+    shutil.rmtree(tmp_path / "btcv" / "labelsTr")
+    with pytest.raises(DataError, match="label file not found"):
+        load_split(path, "training")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up .venv, then pre-train T3D on a synthetic image-report set that the
 # toy overlay generates itself (CPU, a few minutes). Outputs go to bundles/t3d_pretrain/{data,models,runs}, or
-# under $T3D_RUN_DIR when set. Re-running resumes from the last checkpoint (a finished run just prints its summary).
+# under $T3D_RUN_DIR (an absolute path) when set. Re-running resumes from the last checkpoint (a finished run just prints its summary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -1,0 +1,1 @@
+"""Experiments spanning several bundles: the paper table (``python -m custom.experiments.paper_table``)."""

@@ -141,3 +141,12 @@ def test_multi_gpu_overlay_runs_with_two_gloo_processes(tmp_path, synthetic_pair
     # 8 training studies, 2 ranks x batch 2: each rank sees 4 studies -> 2 iterations in the epoch
     assert checkpoint["iteration"] == 2
     assert os.path.isfile(tmp_path / "models" / "image_encoder.pt")
+
+
+def test_method_key_without_its_overlay_is_refused():
+    """`--method ssl_swin` on train.json alone would train T3D under the wrong name: the trainer refuses."""
+    from custom.engines.t3d_trainer import T3DTrainer
+
+    with pytest.raises(ValueError, match=r"method: T3DTrainer trains 't3d', found 'ssl_swin'.*method_ssl_swin\.json"):
+        T3DTrainer(device="cpu", max_epochs=1, train_data_loader=[], network=None, optimizer=None, tcl_loss=None,
+                   tir_loss=None, corruption=None, method="ssl_swin")  # fmt: skip

@@ -15,12 +15,21 @@ from custom.losses.tcl import TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
 from custom.transforms.corruption import BlockMaskCorruption
 
-__all__ = ["T3DTrainer", "loss_terms"]
+__all__ = ["T3DTrainer", "loss_terms", "step_terms"]
 
 
-def loss_terms(output: dict) -> dict:
+def step_terms(output: list | dict) -> dict:
+    """``engine.state.output`` of a pre-training step -> its dict of floats.
+
+    The trainers store ``[terms]``: a one-element list is the decollated form MONAI's default tracking handlers read
+    (``from_engine(["loss"], first=True)`` under ``--tracking mlflow``); a bare dict is accepted too."""
+    return output[0] if isinstance(output, list) else output
+
+
+def loss_terms(output: list | dict) -> dict:
     """``engine.state.output`` -> the numbers ``StatsHandler``/TensorBoard print: total, TCL and TIR losses."""
-    return {key: output[key] for key in ("loss", "tcl", "tir")}
+    terms = step_terms(output)
+    return {key: terms[key] for key in ("loss", "tcl", "tir")}
 
 
 class T3DTrainer(Trainer):
@@ -28,8 +37,8 @@ class T3DTrainer(Trainer):
     reports, TIR on the corrupted crops restored through the interactor -> ``tcl_weight * TCL + tir_weight * TIR``.
 
     A zero weight skips that branch's forward pass (the paper's ablations). ``amp`` uses autocast with
-    ``amp_dtype`` (bfloat16 needs no loss scaling; float16 gets a GradScaler). ``state.output`` holds the floats
-    ``loss``, ``tcl``, ``tir``, ``temperature``. ``progress_bar`` (default: when stdout is a terminal) shows a tqdm
+    ``amp_dtype`` (bfloat16 needs no loss scaling; float16 gets a GradScaler). ``state.output`` is ``[terms]``, a dict
+    of the floats ``loss``, ``tcl``, ``tir``, ``temperature`` (read it with ``step_terms``). ``progress_bar`` (default: when stdout is a terminal) shows a tqdm
     bar per epoch with the current losses.
     """
 
@@ -51,7 +60,12 @@ class T3DTrainer(Trainer):
         gradient_clip: float | None = 1.0,
         train_handlers: Sequence | None = None,
         progress_bar: bool | None = None,
+        method: str = "t3d",
     ) -> None:
+        if method != "t3d":  # `--method ssl_swin` without its overlay would otherwise silently train T3D
+            raise ValueError(
+                f"method: T3DTrainer trains 't3d', found {method!r}; stack configs/method_{method}.json on train.json"
+            )
         if tcl_weight == 0 and tir_weight == 0:
             raise ValueError("tcl_weight, tir_weight: expected at least one non-zero weight, found both 0")
         super().__init__(
@@ -78,7 +92,7 @@ class T3DTrainer(Trainer):
         if progress_bar if progress_bar is not None else sys.stdout.isatty():
             ProgressBar(persist=False).attach(self, output_transform=loss_terms)
 
-    def _iteration(self, engine: "T3DTrainer", batchdata: dict) -> dict:
+    def _iteration(self, engine: "T3DTrainer", batchdata: dict) -> list[dict]:
         crops = batchdata["image"].to(engine.state.device, non_blocking=True)
         batch, per_volume = crops.shape[:2]
         crops = crops.flatten(0, 1)  # (B*K, 1, *S): the K crops of volume b are rows b*K .. b*K+K-1
@@ -112,9 +126,10 @@ class T3DTrainer(Trainer):
             scaler.update()
         else:
             engine.optimizer.step()
-        return {
+        terms = {
             "loss": float(loss.detach()),
             "tcl": float(tcl.detach()),
             "tir": float(tir.detach()),
             "temperature": float(1.0 / out.logit_scale.detach().clamp(max=4.6052).exp()),
         }
+        return [terms]

@@ -10,12 +10,13 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from custom.engines.distributed import is_main_process
+from custom.engines.t3d_trainer import step_terms
 
 __all__ = ["TrainingCurves"]
 
 
 class TrainingCurves:
-    """Handler recording ``engine.state.output[key]`` for ``keys`` every iteration and validation metrics every
+    """Handler recording the step output's ``keys`` (``step_terms``) every iteration and validation metrics every
     evaluation. At each epoch end it rewrites ``<output_dir>/loss_history.json`` and ``loss_curves.png``; at the
     end it logs each loss's first-epoch and last-epoch mean. The history survives a resume (it is reloaded)."""
 
@@ -45,7 +46,7 @@ class TrainingCurves:
         self.history["iteration"].append(engine.state.iteration)
         self.history["epoch"].append(engine.state.epoch)
         for key in self.keys:
-            self.history[key].append(float(engine.state.output[key]))
+            self.history[key].append(float(step_terms(engine.state.output)[key]))
 
     def _write(self, engine: Engine) -> None:
         if self.evaluator is not None and self.evaluator.state.metrics:

@@ -193,10 +193,11 @@ def test_metadata_verifies_and_suits_monai_label(cls_toy, tmp_path):
     verify_net_in_out(
         net_id="network_def", meta_file=meta_file, config_file=os.path.join(CONFIGS, "inference.json"), device="cpu",
         **{"image_backbone#feature_size": 12, "roi_size": [64, 64, 64], "ckpt_dir": str(tmp_path / "no_models"),
+           "bundle_root": os.path.dirname(CONFIGS),
            "_meta_#network_data_format#inputs#image#spatial_shape": [64, 64, 64]},
-    )  # no class_names.json there: the network's width comes from channel_def, as under MONAI Label
+    )  # no class_names.json there: the width comes from configs/metadata.json's channel_def, as under MONAI Label
     served = ConfigWorkflow(config_file=os.path.join(CONFIGS, "inference.json"), meta_file=meta_file,
-                            workflow_type=None, ckpt_dir=str(tmp_path / "no_models"))
+                            workflow_type=None, ckpt_dir=str(tmp_path / "no_models"), bundle_root=os.path.dirname(CONFIGS))
     served.initialize()
     assert served.parser.get_parsed_content("class_names") == list(pred["channel_def"].values())
     # after training, channel_def follows the trained model's class list

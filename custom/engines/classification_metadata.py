@@ -17,10 +17,15 @@ from custom.data.classification_datalist import read_class_names
 __all__ = ["model_class_names", "sync_metadata"]
 
 
-def model_class_names(class_names_file: str, channel_def: dict | None = None) -> list[str]:
+def model_class_names(class_names_file: str, meta_file: str | None = None) -> list[str]:
     """The classes a model's outputs mean: its ``class_names.json`` when present (written by training), else the
-    metadata's ``channel_def`` (what a bundle served by MONAI Label with only ``models/model.pt`` has)."""
-    if os.path.isfile(class_names_file) or not channel_def:
+    ``channel_def`` of ``meta_file`` (what a bundle served by MONAI Label with only ``models/model.pt`` has). The
+    metadata is read from disk, not from ``_meta_``: MONAI Label parses ``inference.json`` without its metadata."""
+    if os.path.isfile(class_names_file) or not meta_file or not os.path.isfile(meta_file):
+        return read_class_names(class_names_file)
+    with open(meta_file, encoding="utf-8") as f:
+        channel_def = json.load(f)["network_data_format"]["outputs"]["pred"].get("channel_def") or {}
+    if not channel_def:
         return read_class_names(class_names_file)
     return [channel_def[key] for key in sorted(channel_def, key=int)]
 

@@ -16,7 +16,18 @@ import torch
 from conftest import run_bundle
 from custom.experiments.paper_table import DryRunError, Protocol, main
 from custom.experiments.protocol import COLUMNS, build_plan, discover_rows
-from custom.experiments.results import IncompleteResultsError, build_report, collect_results, result_path, write_result
+from custom.experiments.results import (
+    README_BEGIN,
+    README_END,
+    IncompleteResultsError,
+    build_report,
+    ordering_check,
+    collect_results,
+    readme_section,
+    result_path,
+    write_result,
+    write_timing,
+)
 from custom.weights.checkpoint import safe_load
 
 TOY_ROWS = [r.name for r in discover_rows("toy")[0] if r.pretrain]
@@ -176,6 +187,44 @@ def test_table_and_plots_have_the_paper_shape(tmp_path):
         assert all(l.count("± ") == len(COLUMNS) and l.count("(n=3)") == len(COLUMNS) for l in body)
     assert "Scratch" in sections[0] and "Image-only SSL" in sections[0] and "T3D w/o TCL" in sections[0]
     assert len(plots) == len(COLUMNS) and all(os.path.getsize(p) > 5000 for p in plots)
+
+
+def test_ordering_check_counts_cells_and_gaps_beyond_two_standard_errors():
+    plan = {"rows": [{"name": n} for n in ("scratch", "ssl_swin", "t3d")]}
+    cells = {  # cell A: the claimed order with clear gaps; cell B: reversed, within noise
+        ("t3d", "A", 0.1): [0.90, 0.91, 0.92], ("ssl_swin", "A", 0.1): [0.70, 0.71, 0.72], ("scratch", "A", 0.1): [0.50, 0.51, 0.52],
+        ("t3d", "B", 0.1): [0.50, 0.60, 0.40], ("ssl_swin", "B", 0.1): [0.55, 0.45, 0.65], ("scratch", "B", 0.1): [0.60, 0.40, 0.70],
+    }  # fmt: skip
+    text = " ".join(ordering_check(plan, cells))
+    assert "holds in 1 of 2 column × fraction cells" in text
+    assert "t3d vs ssl_swin: 1 better, 0 worse; t3d vs scratch: 1 better, 0 worse; ssl_swin vs scratch: 1 better, 0 worse" in text
+    assert ordering_check({"rows": [{"name": "t3d"}]}, cells) == []  # nothing to compare against
+
+
+def test_readme_block_is_replaced_only_from_complete_results(tmp_path):
+    out = tmp_path / "results"
+    _fake_results(str(out), seeds=3, skip=2)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n## Results\n{README_BEGIN}\nold\n{README_END}\n\n## After\ntext\n")
+    assert main(["--out", str(out), "--table_only", "--readme", str(readme)]) == 2  # incomplete: README untouched
+    assert "\nold\n" in readme.read_text()
+    plan = json.load(open(out / "plan.json"))
+    write_result(str(out), plan["runs"][2], {"mean_dice": 0.5}, "cmd", {})
+    write_timing(str(out), 120.0, 600.0, jobs=2)
+    assert main(["--out", str(out), "--table_only", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\n## Results\n") and text.endswith("\n\n## After\ntext\n") and "\nold\n" not in text
+    block = text.split(README_BEGIN)[1].split(README_END)[0]
+    assert "#### 1 % of the training labels" in block and "(n=3)" in block and "Wall time: 12.0 min" in block
+    assert "](results/plots/" in block and os.path.isfile(out / "plots" / "btcv_mean_dice.png")
+
+
+def test_readme_results_match_the_committed_result_files():
+    """The README's Results block is what the committed ``results/toy`` regenerates, byte for byte."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(repo, "README.md"), encoding="utf-8").read()
+    block = README_BEGIN + text.split(README_BEGIN)[1].split(README_END)[0] + README_END
+    assert block == readme_section(os.path.join(repo, "results", "toy"), "results/toy")
 
 
 def test_full_dry_run_names_every_missing_datalist_in_one_line(tmp_path, capsys):

@@ -41,7 +41,14 @@ from custom.experiments.protocol import (
     bundle_by_name,
     row_by_name,
 )
-from custom.experiments.results import IncompleteResultsError, build_report, result_path, write_result
+from custom.experiments.results import (
+    IncompleteResultsError,
+    build_report,
+    result_path,
+    update_readme,
+    write_result,
+    write_timing,
+)
 
 __all__ = ["main", "Protocol", "DryRunError"]
 
@@ -490,6 +497,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="results", help="results folder (plan.json, runs/, work/, logs/, tables, plots)")
     p.add_argument("--dry_run", action="store_true", help="resolve every config and check data; run nothing")
     p.add_argument("--table_only", action="store_true", help="only build the table/plots from --out (refuses if incomplete)")
+    p.add_argument("--readme", default=None, help="also write the table into this README's Results block (between markers)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (each runs one job at a time)")
     p.add_argument("--data_dir", action="append", metavar="BUNDLE=DIR", help="dataset_dir of a bundle (repeatable)")
     p.add_argument("--pretrain_override", action="append", metavar="[ROW:]KEY=VALUE",
@@ -527,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse_args(argv)
     if args.table_only:
-        return _report(args.out, "")
+        return _report(args.out, "", args.readme)
     protocol = _protocol(args)
     if args.worker:
         protocol.run_phase(args.worker)
@@ -547,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     protocol.plan["command"] = "python -m custom.experiments.paper_table " + shlex.join(argv)
     protocol.prepare()
+    phase_wall = {}
     for phase in ("pretrain", "finetune"):
         shutil.rmtree(os.path.join(protocol.out_dir, "claims"), ignore_errors=True)  # claims of an interrupted run
         phase_start = time.time()
@@ -554,23 +563,31 @@ def main(argv: list[str] | None = None) -> int:
             protocol.run_phase(phase)
         else:
             command = [sys.executable, "-m", "custom.experiments.paper_table", *argv, "--worker", phase]
-            workers = [subprocess.Popen(command, cwd=REPO) for _ in range(args.jobs)]
+            # each worker gets its share of the cores: N workers with all-core thread pools each thrash
+            threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+            env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+            workers = [subprocess.Popen(command, cwd=REPO, env=env) for _ in range(args.jobs)]
             failed = [w.args for w in workers if w.wait() != 0]
             if failed:
                 print(f"{phase}: {len(failed)} worker(s) failed; re-run the same command to resume", file=sys.stderr)
                 return 1
-        print(f"{phase} phase: {time.time() - phase_start:.0f} s wall", flush=True)
-    return _report(protocol.out_dir, f"done in {math.ceil(time.time() - start)} s wall; ")
+        phase_wall[phase] = time.time() - phase_start
+        print(f"{phase} phase: {phase_wall[phase]:.0f} s wall", flush=True)
+    write_timing(protocol.out_dir, phase_wall["pretrain"], phase_wall["finetune"], args.jobs)
+    return _report(protocol.out_dir, f"done in {math.ceil(time.time() - start)} s wall; ", args.readme)
 
 
-def _report(out_dir: str, prefix: str) -> int:
-    """Build the table and plots; 2 with the one-line refusal when the results are incomplete."""
+def _report(out_dir: str, prefix: str, readme: str | None = None) -> int:
+    """Build the table and plots (and the README block when asked); 2 with the one-line refusal when the results are
+    incomplete."""
     try:
         table, plots = build_report(out_dir)
+        if readme:
+            update_readme(readme, out_dir)
     except IncompleteResultsError as err:
         print(err, file=sys.stderr)
         return 2
-    print(f"{prefix}table: {table}; plots: {', '.join(plots)}")
+    print(f"{prefix}table: {table}; plots: {', '.join(plots)}" + (f"; README block: {readme}" if readme else ""))
     return 0
 
 

@@ -8,9 +8,11 @@ run is there, complete, and has finite values for every metric its bundle report
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -146,8 +148,6 @@ def _cell(values: list[float] | None) -> str:
 
 def write_timing(out_dir: str, pretrain_wall_s: float, finetune_wall_s: float, jobs: int) -> str:
     """Record how long the complete protocol took (``timing.json``; the table quotes it)."""
-    import time
-
     path = os.path.join(out_dir, TIMING)
     _atomic_json(
         {
@@ -191,7 +191,8 @@ def ordering_check(plan: dict, cells: dict) -> list[str]:
         values = [np.asarray(cells[(name, label, fraction)]) for name in CLAIMED_ORDER]
         means = [v.mean() for v in values]
         held += all(a > b for a, b in zip(means, means[1:]))
-        for (i, a), (j, b) in [((0, values[0]), (1, values[1])), ((0, values[0]), (2, values[2])), ((1, values[1]), (2, values[2]))]:
+        for i, j in itertools.combinations(range(len(CLAIMED_ORDER)), 2):
+            a, b = values[i], values[j]
             se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else math.inf
             gap = a.mean() - b.mean()
             pair = f"{CLAIMED_ORDER[i]} vs {CLAIMED_ORDER[j]}"

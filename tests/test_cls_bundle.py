@@ -29,11 +29,11 @@ from test_zero_shot import toy_pretraining
 BUNDLE = "t3d_bimcv_cls"
 CONFIGS = os.path.join(BUNDLES, BUNDLE, "configs")
 TOY = ["train.json", "cpu_toy.json"]
-MIN_TOY_AUROC = 0.6  # measured 0.687 for this seed and set (chance 0.5)
+MIN_TOY_AUROC = 0.6  # measured 0.651 (95 % CI 0.588-0.719) for this seed and set (chance 0.5)
 
 
 def _toy_net(num_classes: int = 3, **kwargs) -> VolumeClassifier:
-    backbone = BasicUNetBackbone(features=(8, 8, 16, 32, 64, 8), norm="batch")
+    backbone = BasicUNetBackbone(features=(8, 16, 32, 64, 64, 8), norm="batch", embedding_level=2)
     return VolumeClassifier(backbone, num_classes, roi_size=(16, 16, 16), overlap=0.0, **kwargs)
 
 

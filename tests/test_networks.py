@@ -112,3 +112,52 @@ def test_exported_encoder_loads_into_a_fresh_downstream_network(tmp_path, offlin
     embedder = T3DImageEmbedder(type(backbone)(**({"feature_size": 12} if backbone_name == "swinunetr" else {"features": SMALL_UNET})), 16)
     embedder.load_state_dict(safe_load(str(tmp_path / "model.pt")), strict=False)
     assert torch.equal(embedder.image_head.key.weight, model.image_head.key.weight)
+
+
+def test_unet_embedding_level_pools_a_finer_encoder_block():
+    backbone = BasicUNetBackbone(features=SMALL_UNET, embedding_level=2).eval()
+    with torch.no_grad():
+        features = backbone.encode(torch.rand(2, 1, 32, 32, 32))
+    assert backbone.embedding_channels == SMALL_UNET[2]
+    assert features.embedding_tokens.shape == (2, 8**3, SMALL_UNET[2])
+    assert features.tokens.shape == (2, 2**3, SMALL_UNET[4])  # the interactor and decoder still use the bottleneck
+    assert BasicUNetBackbone(features=SMALL_UNET).encode(torch.rand(1, 1, 32, 32, 32)).embedding_tokens.shape == (1, 8, 32)
+    with pytest.raises(ValueError, match="embedding_level: expected an encoder block 0..4, found 5"):
+        BasicUNetBackbone(features=SMALL_UNET, embedding_level=5)
+
+
+def test_text_whitening_gives_unit_covariance_on_the_reports_it_was_fitted_on():
+    from custom.networks.text_whitening import TextWhitening
+
+    torch.manual_seed(0)
+    # anisotropic vectors: scales from 10 down to 1e-3, as a small frozen BERT's pooled outputs are
+    vectors = torch.randn(200, 16) * torch.logspace(1, -3, 16) + 5.0
+    whitening = TextWhitening(16, components=8)
+    with pytest.raises(RuntimeError, match="text_whitening: used before it was fitted"):
+        whitening(vectors)
+    whitening.fit(vectors[:6])  # 6 reports span 5 directions: the other 3 components stay zero
+    assert torch.allclose(torch.cov(whitening(vectors[:6]).T)[:5, :5], torch.eye(5), atol=1e-3)
+    assert whitening(vectors)[:, 5:].abs().max() == 0
+    whitening.fit(vectors)
+    white = whitening(vectors)
+    assert white.shape == (200, 8)
+    assert torch.allclose(white.mean(0), torch.zeros(8), atol=1e-4)
+    assert torch.allclose(torch.cov(white.T), torch.eye(8), atol=1e-3)
+    restored = TextWhitening(16, components=8)
+    restored.load_state_dict(whitening.state_dict())  # the fitted map travels in the checkpoint
+    assert torch.equal(restored(vectors), white)
+
+
+def test_t3d_text_whitening_is_fitted_from_reports_and_needs_a_frozen_encoder(offline_text_encoder):
+    reports = [f"There is a {size} mm nodule in the right upper lobe." for size in range(5, 25)] + ["No acute findings."]
+    model = T3DModel(BasicUNetBackbone(features=SMALL_UNET), HFTextEncoder(offline_text_encoder, frozen_layers=-1),
+                     embed_dim=16, interactor_heads=4, text_whitening=8).eval()
+    model.fit_text_whitening(reports)
+    with torch.no_grad():
+        pooled = model.text_encoder(reports).pooled
+        white = model.text_whitening(pooled)
+    assert torch.allclose(torch.cov(white.T), torch.eye(8), atol=1e-3)
+    assert model.embed_reports(reports[:3]).shape == (3, 16)
+    with pytest.raises(ValueError, match="text_whitening: 8 components need a fully frozen text encoder"):
+        T3DModel(BasicUNetBackbone(features=SMALL_UNET), HFTextEncoder(offline_text_encoder, frozen_layers=1),
+                 embed_dim=16, interactor_heads=4, text_whitening=8)

@@ -30,7 +30,7 @@ from custom.networks.unet_backbone import BasicUNetBackbone
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = os.path.join(REPO, "tests", "data", "monai", "meta_schema_20240725.json")
 REAL_CT = os.path.join(REPO, "tests", "data", "real_ct")
-TOY_FEATURES = (8, 8, 16, 32, 64, 8)
+TOY_FEATURES = (8, 16, 32, 64, 64, 8)  # bundles/*/configs/cpu_toy.json
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,14 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.engines import Trainer
+from monai.utils import ensure_tuple
 from torch.utils.data import DataLoader, DistributedSampler
 
+from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
 from custom.losses.tcl import TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
 from custom.transforms.corruption import BlockMaskCorruption
+from custom.weights.checkpoint import unwrap
 
 __all__ = ["T3DTrainer", "loss_terms", "step_terms"]
 
@@ -39,7 +42,9 @@ class T3DTrainer(Trainer):
     A zero weight skips that branch's forward pass (the paper's ablations). ``amp`` uses autocast with
     ``amp_dtype`` (bfloat16 needs no loss scaling; float16 gets a GradScaler). ``state.output`` is ``[terms]``, a dict
     of the floats ``loss``, ``tcl``, ``tir``, ``temperature`` (read it with ``step_terms``). ``progress_bar`` (default: when stdout is a terminal) shows a tqdm
-    bar per epoch with the current losses.
+    bar per epoch with the current losses. ``precise_bn_batches`` > 0 recomputes the batch-norm running statistics
+    over that many training batches every ``precise_bn_every`` epochs and after the last one
+    (:func:`recompute_batch_norm_statistics`), before any validation or checkpoint of that epoch.
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class T3DTrainer(Trainer):
         train_handlers: Sequence | None = None,
         progress_bar: bool | None = None,
         method: str = "t3d",
+        precise_bn_batches: int = 0,
+        precise_bn_every: int = 1,
     ) -> None:
         if method != "t3d":  # `--method ssl_swin` without its overlay would otherwise silently train T3D
             raise ValueError(
@@ -73,10 +80,14 @@ class T3DTrainer(Trainer):
             max_epochs=max_epochs,
             data_loader=train_data_loader,
             epoch_length=epoch_length,
-            handlers=train_handlers,
             amp=amp,
             decollate=False,
         )
+        if precise_bn_batches > 0:
+            # registered before the handlers, so validation and the checkpoint written at the same epoch end see it
+            self.add_event_handler(Events.EPOCH_COMPLETED, self._precise_batch_norm, precise_bn_batches, precise_bn_every)
+        if train_handlers:
+            self._register_handlers(ensure_tuple(train_handlers))
         sampler = getattr(train_data_loader, "sampler", None)
         if isinstance(sampler, DistributedSampler):
             self.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
@@ -92,19 +103,31 @@ class T3DTrainer(Trainer):
         if progress_bar if progress_bar is not None else sys.stdout.isatty():
             ProgressBar(persist=False).attach(self, output_transform=loss_terms)
 
-    def _iteration(self, engine: "T3DTrainer", batchdata: dict) -> list[dict]:
-        crops = batchdata["image"].to(engine.state.device, non_blocking=True)
+    def _precise_batch_norm(self, engine: "T3DTrainer", num_batches: int, every: int) -> None:
+        epoch = engine.state.epoch
+        if epoch % every and epoch != engine.state.max_epochs:
+            return
+        network = unwrap(engine.network)  # DDP would all-reduce gradients that are never computed here
+        recompute_batch_norm_statistics(network, engine.data_loader, lambda batch: self._forward(network, batch), num_batches)
+
+    def _forward(self, network: torch.nn.Module, batchdata: dict) -> tuple:
+        """Crops ``(B, K, 1, *S)`` -> ``(out, crops (B*K, 1, *S), mask, crop_to_report (B*K,))``."""
+        crops = batchdata["image"].to(self.state.device, non_blocking=True)
         batch, per_volume = crops.shape[:2]
         crops = crops.flatten(0, 1)  # (B*K, 1, *S): the K crops of volume b are rows b*K .. b*K+K-1
         crop_to_report = torch.arange(batch, device=crops.device).repeat_interleave(per_volume)
-        report_features = batchdata["report_features"].to(crops.device)
-        corrupted, mask = engine.corruption(crops) if engine.tir_weight else (None, None)
+        corrupted, mask = self.corruption(crops) if self.tir_weight else (None, None)
+        with torch.autocast(crops.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            out = network(crops if self.tcl_weight else None, corrupted, list(batchdata["report"]), crop_to_report)
+        return out, crops, mask, crop_to_report
 
+    def _iteration(self, engine: "T3DTrainer", batchdata: dict) -> list[dict]:
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
+        out, crops, mask, crop_to_report = engine._forward(engine.network, batchdata)
+        report_features = batchdata["report_features"].to(crops.device)
         device_type = crops.device.type
         with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
-            out = engine.network(crops if engine.tcl_weight else None, corrupted, list(batchdata["report"]), crop_to_report)
             zero = crops.new_zeros(())
             tcl = (
                 engine.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, report_features)

@@ -506,7 +506,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bundles", default=None, help="comma-separated subset of downstream bundles (default: all present)")
     p.add_argument("--fractions", default=None, help="comma-separated label fractions (default: 0.01,0.1,1.0)")
     p.add_argument("--finetune_iterations", type=int, default=None, help="toy: iterations per fine-tune (default 30)")
-    p.add_argument("--pretrain_epochs", type=int, default=None, help="toy: pre-training epochs (default 10 x 6 steps)")
+    p.add_argument("--pretrain_epochs", type=int, default=None, help="toy: pre-training epochs (default 2 x 30 steps)")
     p.add_argument("--pretrain_epoch_length", type=int, default=None, help="toy: steps per pre-training epoch")
     p.add_argument("--worker", choices=["pretrain", "finetune"], default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)

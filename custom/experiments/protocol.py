@@ -119,8 +119,8 @@ SCALES: dict[str, dict] = {
     "toy": {
         "pretrain_configs": ("train.json", "cpu_toy.json"),
         "finetune_configs": ("train.json", "cpu_toy.json"),
-        # cpu_toy: 48 training volumes, batch 8 x 2 crops of 32^3 -> 6 steps an epoch
-        "pretrain_overrides": {"max_epochs": 10, "val_interval": 10, "seed": 0},
+        # cpu_toy: 480 training volumes, batch 16 x 1 crop of 32^3 -> 30 steps an epoch; 2 epochs = 60 steps
+        "pretrain_overrides": {"max_epochs": 2, "val_interval": 2, "seed": 0},
         "finetune_iterations": 30,
         "miniature_cases": 30,
         "seeds": 3,

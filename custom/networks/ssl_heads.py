@@ -69,7 +69,7 @@ class ImageSSLModel(nn.Module):
     """Image backbone + optional rotation and contrastive heads; reconstruction through the backbone's decoder.
 
     Args:
-        image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (``encode``/``decode``, ``bottleneck_channels``).
+        image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (``encode``/``decode``, ``embedding_channels``).
         rotation: add the rotation head (``ssl_swin``).
         contrastive_dim: width of the contrastive projection (``ssl_swin``); 0 or None for no contrastive head.
     """
@@ -77,7 +77,7 @@ class ImageSSLModel(nn.Module):
     def __init__(self, image_backbone: nn.Module, rotation: bool = True, contrastive_dim: int | None = 512) -> None:
         super().__init__()
         self.image_backbone = image_backbone
-        width = image_backbone.bottleneck_channels
+        width = image_backbone.embedding_channels
         self.rotation_head = RotationHead(width) if rotation else None
         self.contrastive_head = ContrastiveHead(width, contrastive_dim) if contrastive_dim else None
 

@@ -45,6 +45,7 @@ class SwinUNETRBackbone(SwinUNETR):
             use_v2=use_v2,
         )
         self.bottleneck_channels = 16 * feature_size
+        self.embedding_channels = 16 * feature_size  # the Swin-ViT stage-4 output (embedding_source below)
 
     def encode(self, x: torch.Tensor) -> EncoderFeatures:
         if not torch.jit.is_tracing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from custom.networks.image_head import ImageEmbeddingHead
 from custom.networks.interactor import Interactor
 from custom.networks.projection import ProjectionHead
 from custom.networks.text_encoder import HFTextEncoder
+from custom.networks.text_whitening import TextWhitening
 
 __all__ = ["T3DOutput", "T3DModel", "T3DImageEmbedder"]
 
@@ -31,12 +33,14 @@ class T3DModel(nn.Module):
     """Vision-language pre-training model of T3D.
 
     Args:
-        image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (``encode``/``decode``, ``bottleneck_channels``).
+        image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (``encode``/``decode``, ``embedding_channels``).
         text_encoder: ``HFTextEncoder``.
         embed_dim: width of the shared embedding space.
         use_interactor: False is the paper's ablation (the decoder sees visual features only).
         interactor_depth, interactor_heads: cross-attention blocks and heads.
         temperature: initial TCL temperature (learnable, stored as ``logit_scale = log(1 / temperature)``).
+        text_whitening: 0 (off) or the number of principal components a frozen encoder's pooled report vectors are
+            whitened to before the text projection; fit it with :meth:`fit_text_whitening` on the training reports.
     """
 
     def __init__(
@@ -48,15 +52,23 @@ class T3DModel(nn.Module):
         interactor_depth: int = 2,
         interactor_heads: int = 8,
         temperature: float = 0.07,
+        text_whitening: int = 0,
     ) -> None:
         super().__init__()
         self.image_backbone = image_backbone
         self.text_encoder = text_encoder
-        width = image_backbone.bottleneck_channels
-        self.image_head = ImageEmbeddingHead(width, embed_dim)
-        self.text_projection = ProjectionHead(text_encoder.hidden_size, embed_dim)
+        if text_whitening and not text_encoder.fully_frozen:
+            raise ValueError(
+                f"text_whitening: {text_whitening} components need a fully frozen text encoder (frozen_layers -1), "
+                "found a trainable one (the whitening is fitted once on its outputs)"
+            )
+        self.image_head = ImageEmbeddingHead(image_backbone.embedding_channels, embed_dim)
+        self.text_whitening = TextWhitening(text_encoder.hidden_size, text_whitening) if text_whitening else None
+        self.text_projection = ProjectionHead(text_whitening or text_encoder.hidden_size, embed_dim)
         self.interactor = (
-            Interactor(width, text_encoder.hidden_size, interactor_depth, interactor_heads) if use_interactor else None
+            Interactor(image_backbone.bottleneck_channels, text_encoder.hidden_size, interactor_depth, interactor_heads)
+            if use_interactor
+            else None
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
@@ -66,7 +78,19 @@ class T3DModel(nn.Module):
 
     def embed_reports(self, reports: list[str]) -> torch.Tensor:
         """``B`` report strings -> ``(B, E)`` L2-normalised embeddings."""
-        return self.text_projection(self.text_encoder(reports).pooled)
+        return self._project_text(self.text_encoder(reports).pooled)
+
+    def _project_text(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``(B, H)`` pooled report vectors -> ``(B, E)``, through the whitening when there is one."""
+        return self.text_projection(pooled if self.text_whitening is None else self.text_whitening(pooled))
+
+    @torch.no_grad()
+    def fit_text_whitening(self, reports: Sequence[str], batch_size: int = 64) -> None:
+        """Fit the text whitening on ``reports`` (the training split's); does nothing when whitening is off."""
+        if self.text_whitening is None:
+            return
+        pooled = [self.text_encoder(list(reports[i : i + batch_size])).pooled for i in range(0, len(reports), batch_size)]
+        self.text_whitening.fit(torch.cat(pooled) if pooled else torch.empty(0, self.text_encoder.hidden_size))
 
     def restore(self, corrupted: torch.Tensor, text=None, crop_to_report: torch.Tensor | None = None) -> torch.Tensor:
         """Decode corrupted crops ``(N, 1, *S)`` to ``(N, 1, *S)``; with the interactor on, crop ``n`` attends to the
@@ -101,7 +125,7 @@ class T3DModel(nn.Module):
             clean = corrupt = features
         if crops is not None:
             image_embeddings = self.image_head(clean.embedding_tokens)
-            text_embeddings = self.text_projection(text.pooled)
+            text_embeddings = self._project_text(text.pooled)
         if corrupted is not None:
             restored = self._restore(corrupt, text, crop_to_report)
         # a clamped copy, not the parameter itself: DDP must see the parameter used inside the graph only
@@ -119,7 +143,7 @@ class T3DImageEmbedder(nn.Module):
     def __init__(self, image_backbone: nn.Module, embed_dim: int = 512) -> None:
         super().__init__()
         self.image_backbone = image_backbone
-        self.image_head = ImageEmbeddingHead(image_backbone.bottleneck_channels, embed_dim)
+        self.image_head = ImageEmbeddingHead(image_backbone.embedding_channels, embed_dim)
 
     def embed_images(self, crops: torch.Tensor) -> torch.Tensor:
         return self.image_head(self.image_backbone.encode(crops).embedding_tokens)

@@ -20,6 +20,10 @@ class BasicUNetBackbone(BasicUNet):
     ``use_checkpoint`` recomputes the encoder blocks in the backward pass to save activation memory. ``norm`` is
     MONAI's norm spec; the default instance norm matches ``BasicUNet``'s, batch norm keeps per-crop intensity
     information in the bottleneck that instance norm removes (the CPU toy uses it, see the bundle docs).
+    ``embedding_level`` picks the encoder block (0 = ``conv_0`` ... 4 = ``down_4``, the bottleneck) whose output the
+    image embedding is pooled from (``EncoderFeatures.embedding_source``, width ``embedding_channels``): on a 32^3
+    crop the bottleneck is a 2^3 grid, too coarse for the small findings a report names; level 2 (an 8^3 grid) is
+    what the CPU toy uses.
     """
 
     encoder_prefixes: tuple[str, ...] = ("conv_0.", "down_1.", "down_2.", "down_3.", "down_4.")
@@ -31,9 +35,14 @@ class BasicUNetBackbone(BasicUNet):
         features: Sequence[int] = (32, 32, 64, 128, 256, 32),
         norm: str | tuple = ("instance", {"affine": True}),
         use_checkpoint: bool = False,
+        embedding_level: int = 4,
     ) -> None:
         super().__init__(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, features=features, norm=norm)
+        if embedding_level not in range(5):
+            raise ValueError(f"embedding_level: expected an encoder block 0..4, found {embedding_level}")
         self.bottleneck_channels = int(features[4])
+        self.embedding_level = int(embedding_level)
+        self.embedding_channels = int(features[embedding_level])
         self.use_checkpoint = use_checkpoint
 
     def _run(self, block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +55,9 @@ class BasicUNetBackbone(BasicUNet):
         x1 = self._run(self.down_1, x0)
         x2 = self._run(self.down_2, x1)
         x3 = self._run(self.down_3, x2)
-        return EncoderFeatures(skips=[x0, x1, x2, x3], bottleneck=self._run(self.down_4, x3))
+        bottleneck = self._run(self.down_4, x3)
+        levels = (x0, x1, x2, x3, bottleneck)
+        return EncoderFeatures(skips=[x0, x1, x2, x3], bottleneck=bottleneck, embedding_source=levels[self.embedding_level])
 
     def decode(self, features: EncoderFeatures) -> torch.Tensor:
         x0, x1, x2, x3 = features.skips

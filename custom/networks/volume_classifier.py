@@ -47,7 +47,7 @@ def window_origins(shape: Sequence[int], roi_size: Sequence[int], overlap: float
 class VolumeClassifier(nn.Module):
     """Args:
         image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (anything with ``encode`` and
-            ``bottleneck_channels``; for SwinUNETR the token width is ``16 * feature_size`` as well).
+            ``embedding_channels``; for SwinUNETR the token width is ``16 * feature_size`` as well).
         num_classes: output logits.
         roi_size: window size (divisible by 32 for SwinUNETR, by 16 for BasicUNet).
         overlap: minimum fraction shared by neighbouring windows.
@@ -84,7 +84,7 @@ class VolumeClassifier(nn.Module):
         self.sw_batch_size = int(sw_batch_size)
         self.max_train_windows = None if max_train_windows is None else int(max_train_windows)
         self.freeze_encoder = bool(freeze_encoder)
-        width = int(image_backbone.bottleneck_channels)
+        width = int(image_backbone.embedding_channels)
         if pooling == "attention":
             self.attention_value = nn.Linear(width, attention_dim)
             self.attention_gate = nn.Linear(width, attention_dim)

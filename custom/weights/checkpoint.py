@@ -52,6 +52,7 @@ def _backbone_description(backbone: nn.Module) -> dict:
         "backbone": type(backbone).__name__,
         "monai_class": type(backbone).__mro__[1].__name__,
         "bottleneck_channels": int(backbone.bottleneck_channels),
+        "embedding_channels": int(backbone.embedding_channels),
         "encoder_prefixes": list(backbone.encoder_prefixes),
     }
 

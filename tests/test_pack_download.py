@@ -65,7 +65,8 @@ def test_requirements_are_exactly_the_metadata_packages():
 
 def test_pack_layout_and_model_info(tmp_path_factory):
     zip_path = toy_pack(BUNDLE, tmp_path_factory)
-    assert os.path.basename(zip_path) == "t3d_btcv_seg_v0.1.0.zip"
+    name = f"{BUNDLE}_v{_metadata(BUNDLE)['version']}"
+    assert os.path.basename(zip_path) == f"{name}.zip"
     with zipfile.ZipFile(zip_path) as archive:
         names = set(archive.namelist())
         inference = json.loads(archive.read("t3d_btcv_seg/configs/inference.json"))
@@ -82,9 +83,8 @@ def test_pack_layout_and_model_info(tmp_path_factory):
         info = json.load(f)
     with open(zip_path, "rb") as f:
         sha1 = hashlib.sha1(f.read()).hexdigest()
-    assert info == {"t3d_btcv_seg_v0.1.0": {
-        "checksum": sha1,
-        "source": "https://github.com/example/t3d/releases/download/hosting_storage_v1/t3d_btcv_seg_v0.1.0.zip"}}
+    assert info == {name: {
+        "checksum": sha1, "source": f"https://github.com/example/t3d/releases/download/hosting_storage_v1/{name}.zip"}}
 
 
 def test_download_by_name_and_inference_on_real_ct_in_a_fresh_venv(tmp_path, tmp_path_factory):

@@ -1,5 +1,5 @@
 """Lay out a MONAI Label app folder with packed bundles: ``python -m custom.serving.prepare --app_dir APPS/t3d
---bundle dist/t3d_btcv_seg_v0.1.0.zip [--bundle ...] [--stock APPS/monaibundle]``.
+--bundle dist/t3d_btcv_seg_v0.2.0.zip [--bundle ...] [--stock APPS/monaibundle]``.
 
 Without ``--stock`` it copies this repository's app (``custom/serving/monailabel_app``) to ``--app_dir``; with it,
 ``--app_dir`` is an app MONAI Label already wrote (``monailabel apps --download --name monaibundle --output APPS``).

@@ -18,7 +18,8 @@ class EncoderFeatures:
     ``(B, d*h*w, C)`` (what the interactor updates).
     ``embedding_source``: ``(B, C, d, h, w)`` features the image embedding is pooled from; defaults to the bottleneck.
     SwinUNETR uses its transformer output here (as the public SwinUNETR SSL heads do): its bottleneck block ends in
-    instance normalisation, which on a 2^3..3^3 grid removes almost everything a global embedding needs.
+    instance normalisation, which on a 2^3..3^3 grid removes almost everything a global embedding needs. BasicUNet
+    uses the encoder block its ``embedding_level`` names (the bottleneck by default).
     """
 
     skips: list[torch.Tensor]

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigWorkflow, verify_metadata
 
 from custom.data.seg_datasets.btcv import totalsegmentator_to_btcv
 from custom.data.seg_datasets.common import load_split, write_nifti
@@ -158,17 +158,9 @@ def toy_run(name: str, tmp_path_factory) -> dict:
     return _TOY_RUNS[name]
 
 
-def test_metadata_and_network_io_verify(toy):
-    name = toy["spec"].name
-    verify_metadata(meta_file=_configs(name, "metadata.json")[0], filepath=SCHEMA)
-    # the paper network (SwinUNETR, channels as in the metadata) at a narrower width and a 64^3 patch: seconds on CPU
-    small_patch = {
-        f"_meta_#network_data_format#{io}#spatial_shape": [64, 64, 64] for io in ("inputs#image", "outputs#pred")
-    }
-    verify_net_in_out(
-        net_id="network_def", meta_file=_configs(name, "metadata.json")[0], config_file=_configs(name, "train.json")[0],
-        device="cpu", **{"network_def#feature_size": 12, "network_def#use_checkpoint": False, **small_patch},
-    )
+def test_metadata_verifies(toy):
+    # verify_net_in_out (paper-size network at the metadata's n = 1 shape, 64^3): tests/test_verify_net_in_out.py
+    verify_metadata(meta_file=_configs(toy["spec"].name, "metadata.json")[0], filepath=SCHEMA)
 
 
 def test_toy_fine_tune_learns(toy):

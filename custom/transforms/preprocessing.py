@@ -12,11 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, NormalizeIntensity, Orientation, ScaleIntensityRange, Spacing
+from monai.transforms import NormalizeIntensity, Orientation, ScaleIntensityRange, Spacing
 
 __all__ = ["PREPROCESSING_VERSION", "VolumePreprocessing"]
 
-PREPROCESSING_VERSION = "t3d-preprocessing-1"
+# 2: spacing read after reorienting to RAS (1 read it in the stored axis order, so permuted-axis volumes were
+# resampled along the wrong axes)
+PREPROCESSING_VERSION = "t3d-preprocessing-2"
 
 
 class VolumePreprocessing:
@@ -25,7 +27,8 @@ class VolumePreprocessing:
     Args:
         modality: ``"ct"`` or ``"mr"``.
         hu_window: CT window mapped to [0, 1] (values outside are clipped).
-        target_spacing: mm per axis, or None to keep the native grid. Axes already finer than the target are kept.
+        target_spacing: mm per axis in RAS order (R, A, S, whatever the stored axis order), or None to keep the native
+            grid. Axes already finer than the target are kept.
         allow_coarser: resample to ``target_spacing`` even where that is coarser than the source (off by default:
             T3D's point is native resolution).
     """
@@ -62,11 +65,11 @@ class VolumePreprocessing:
 
     def __call__(self, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         image = MetaTensor(torch.as_tensor(np.asarray(array, dtype=np.float32))[None], affine=torch.as_tensor(affine))
-        steps = [Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
-        source_spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+        image = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
+        # spacing of the RAS-oriented grid (R, A, S), the order target_spacing is given in
+        source_spacing = np.sqrt((np.asarray(image.affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
         spacing = self.output_spacing(source_spacing)
         if not np.allclose(spacing, source_spacing, rtol=1e-3):
-            steps.append(Spacing(pixdim=spacing, mode="bilinear"))
-        steps.append(self.intensity)
-        image = Compose(steps)(image)
+            image = Spacing(pixdim=spacing, mode="bilinear")(image)
+        image = self.intensity(image)
         return image[0].numpy().astype(np.float32), image.affine.numpy()

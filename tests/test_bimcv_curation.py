@@ -9,6 +9,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from custom.data.bimcv.labels import (
     parse_label_list,
 )
 from custom.data.bimcv.miniature import make_miniature
-from custom.data.bimcv.reports import CachedTranslator, Seq2SeqTranslator, clean_report
+from custom.data.bimcv.reports import CachedTranslator, Seq2SeqTranslator, clean_report, split_sentences
 from custom.data.checks import DataError
 from custom.data.integrity import verify_datalist
 from custom.data.synthetic_ct import FINDING_NAMES, sample_findings
@@ -261,8 +262,12 @@ def test_bimcv_r_csv_route_uses_the_same_vocabulary(curated, tmp_path):
     assert verify_datalist(os.path.join(csv_out, "pairs_datalist.json")) == []
 
 
-def _tiny_marian(folder: str) -> str:
-    """A randomly initialised 1-layer MarianMT and a word-level tokenizer, saved locally (no download)."""
+def _tiny_marian(folder: str, seed: int = 0) -> str:
+    """A randomly initialised 1-layer MarianMT and a word-level tokenizer, saved locally (no download).
+
+    The initialisation is seeded (without touching the global torch RNG): an unseeded model sometimes decodes every
+    sentence to special tokens only, i.e. to empty English, and the curation then rightly excludes every study."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
@@ -273,7 +278,10 @@ def _tiny_marian(folder: str) -> str:
     config = MarianConfig(vocab_size=len(words), d_model=16, encoder_layers=1, decoder_layers=1,
                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
                           max_position_embeddings=64, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    MarianMTModel(config).save_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MarianMTModel(config)
+    model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
 
@@ -306,18 +314,123 @@ def test_marian_translation_is_cached_per_sentence(tmp_path):
 
 def test_curate_with_a_local_marian_model_translates_once(miniature, tmp_path):
     root, truth = miniature
-    model_dir = _tiny_marian(str(tmp_path / "marian"))
+    model_dir = _tiny_marian(str(tmp_path / "marian"), seed=0)
     out = str(tmp_path / "out")
-    curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_batch_size=64,
-           translation_max_new_tokens=8, **SPLIT_ARGS)
+    first = curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_batch_size=64,
+                   translation_max_new_tokens=8, **SPLIT_ARGS)
     cache = os.path.join(out, "cache", "translations.jsonl")
+    with open(cache, encoding="utf-8") as f:
+        entries = [json.loads(line) for line in f]
+    translation_of = {entry["source"]: entry["target"] for entry in entries}
+    assert len(translation_of) == len(entries)  # every sentence reached the model once
+    included = {s for s, info in truth["studies"].items() if info["status"] == "included"}
+    rows = _included_rows(out)
+    # the seeded model gives every report some English: all included studies are kept, none is "empty translation"
+    assert set(rows) == included and first["studies"] == len(included)
+    assert not [e for e in _exclusions(out) if e["reason"] == "empty translation"]
+    spanish_sentences = {s for row in rows.values() for s in split_sentences(row["report_es"])}
+    assert set(translation_of) == spanish_sentences  # exactly the kept reports' sentences were translated
+    for row in rows.values():  # each report is its sentences' cached translations, in order
+        assert row["report"] == " ".join(translation_of[s] for s in split_sentences(row["report_es"])).strip()
+        assert any(ch.isalnum() for ch in row["report"])
     before = _fingerprint(out)
-    assert os.path.getsize(cache) > 0
     second = curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_max_new_tokens=8,
                     **SPLIT_ARGS)
-    assert second["written"] == [] and _fingerprint(out) == before
-    rows = _included_rows(out).values()
-    assert len(rows) == sum(info["status"] == "included" for info in truth["studies"].values())
+    assert second["written"] == [] and _fingerprint(out) == before  # nothing translated or written again
+
+
+class _BlankingTranslator:
+    """Identity, except that the given sentences translate to nothing ("") or to punctuation only (".")."""
+
+    name = "blanking"
+
+    def __init__(self, blank: set[str]) -> None:
+        self.blank = blank
+
+    def translate(self, texts):
+        return [("" if i % 2 == 0 else " . ") if t in self.blank else t for i, t in enumerate(texts)]
+
+
+def test_a_report_translated_to_nothing_is_excluded_and_counted(miniature, tmp_path):
+    root, truth = miniature
+    reference = str(tmp_path / "identity")
+    curate(root, reference, translation="identity", min_positive=MIN_POSITIVE, **SPLIT_ARGS)
+    spanish = {sid: row["report_es"] for sid, row in _included_rows(reference).items()}
+    target = sorted(spanish)[0]
+    blank = set(split_sentences(spanish[target]))
+    expected_empty = {sid for sid, text in spanish.items() if set(split_sentences(text)) <= blank}
+    assert target in expected_empty and len(expected_empty) < len(spanish)
+
+    out = str(tmp_path / "out")
+    summary = curate(root, out, translation=_BlankingTranslator(blank), min_positive=MIN_POSITIVE, **SPLIT_ARGS)
+    empty = [e for e in _exclusions(out) if e["reason"] == "empty translation"]
+    assert {e["study_id"] for e in empty} == expected_empty and len(empty) == len(expected_empty)
+    assert all(e["level"] == "study" and "expected English text" in e["detail"] for e in empty)
+    assert set(_included_rows(out)) == set(spanish) - expected_empty
+    stats = _load(os.path.join(out, "stats.json"))
+    assert stats["exclusions_by_reason"]["empty translation"] == len(expected_empty)
+    assert stats["studies"] == summary["studies"] == len(spanish) - len(expected_empty)
+    assert _load(os.path.join(out, "pairs_datalist.json"))["source"]["translation"] == "blanking"
+
+
+def test_a_sessions_row_without_an_image_is_excluded_and_counted(miniature, curated, tmp_path):
+    root, truth = miniature
+    tree = str(tmp_path / "covid19_posi")
+    shutil.copytree(root, tree)
+    subject = truth["multi_session_patient"]
+    sessions_tsv = os.path.join(tree, subject, f"{subject}_sessions.tsv")
+    with open(sessions_tsv, "a", encoding="utf-8") as f:
+        f.write("ses-E99998\t20200401\tTC\n")  # listed, but no image folder and no report row
+    with open(sessions_tsv, encoding="utf-8") as f:
+        appended_line = len(f.readlines())
+    lonely = "sub-S99999"  # a subject whose only session never arrived: a sessions table and nothing else
+    os.makedirs(os.path.join(tree, lonely))
+    lonely_tsv = os.path.join(tree, lonely, f"{lonely}_sessions.tsv")
+    with open(lonely_tsv, "w", encoding="utf-8") as f:
+        f.write("session_id\tstudy_date\tmedical_evaluation\nses-E99999\t20200402\tTC\n")
+    out = str(tmp_path / "out")
+    curate(tree, out, translation="column:Report_en", min_positive=MIN_POSITIVE, **SPLIT_ARGS)
+    exclusions = _exclusions(out)
+    sessions = {e["study_id"]: e for e in exclusions if e["level"] == "session"}
+    assert sessions == {
+        f"{subject}_ses-E99998": {
+            "study_id": f"{subject}_ses-E99998", "patient_id": subject, "level": "session",
+            "path": f"{sessions_tsv}:{appended_line}", "reason": "no image",
+            "detail": f"{sessions_tsv}:{appended_line}: expected image series under {subject}/ses-E99998, found none"},
+        f"{lonely}_ses-E99999": {
+            "study_id": f"{lonely}_ses-E99999", "patient_id": lonely, "level": "session",
+            "path": f"{lonely_tsv}:2", "reason": "no image",
+            "detail": f"{lonely_tsv}:2: expected image series under {lonely}/ses-E99999, found none"},
+    }
+    reference = _load(os.path.join(curated[0], "stats.json"))  # the same tree without the two rows
+    stats = _load(os.path.join(out, "stats.json"))
+    assert stats["exclusions_by_reason"]["no image"] == reference["exclusions_by_reason"].get("no image", 0) + 2
+    assert stats["exclusions"] == reference["exclusions"] + 2 and stats["studies"] == reference["studies"]
+    # the planted defects keep exactly their own reason: a session already excluded otherwise gets no second line
+    for study_id in truth["defects"].values():
+        assert {e["reason"] for e in exclusions if e["study_id"] == study_id} == {truth["studies"][study_id]["status"]}
+        assert sum(e["study_id"] == study_id and e["level"] == "session" for e in exclusions) == 0
+
+
+def test_a_non_utf8_csv_is_one_line_naming_the_file_and_offset(tmp_path):
+    csv_path = tmp_path / "latin1.csv"
+    text = "path,Report_en\nsub-S1_ses-E1_ct.nii.gz,Derrame pleural.\nsub-S2_ses-E2_ct.nii.gz,Nódulo.\n"
+    csv_path.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index("ó".encode("latin-1"))
+    expected = (f"{csv_path}: expected UTF-8 text, found byte 0xf3 at offset {offset} (line 3); re-encode the whole "
+                "file as UTF-8")
+    with pytest.raises(DataError) as caught:
+        curate_csv(str(csv_path), str(tmp_path / "out"), progress=False)
+    assert str(caught.value) == expected
+    assert not os.path.exists(tmp_path / "out")
+    result = subprocess.run([sys.executable, "-m", "custom.data.bimcv", "curate_csv", "--csv_path", str(csv_path),
+                             "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: {expected}"
+    # a UTF-8 file with a byte-order mark (Excel's "CSV UTF-8") reads its first column name correctly
+    csv_path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    summary = curate_csv(str(csv_path), str(tmp_path / "bom"), dry_run=True, progress=False)
+    assert summary == {"dry_run": True, "studies": 0, "exclusions": 2}  # both images are absent: excluded, no error
 
 
 def test_report_cleaning_rules():

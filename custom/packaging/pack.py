@@ -2,12 +2,26 @@
 
 The zip holds one folder, ``<name>/``: the bundle's ``configs/``, ``docs/``, ``LICENSE``, the trained weights
 ``models/model.pt`` (or, above ``max_inline_mb``, a ``large_files.yml`` naming their URL and sha256, which
-``python -m monai.bundle download_large_files`` reads) with the ``*.json`` files written beside them (class names,
-thresholds), and this repository's ``custom/`` package (less its packaging and
-serving tools), vendored as ``<name>/custom/`` so the unzipped bundle runs from its own folder in an environment that
-has only the packages its ``metadata.json`` names (torch, monai, numpy and ``required_packages_version``).
-A module the configs use (directly or through imports) that imports any other third-party package stops the pack with
-an error naming both.
+``python -m monai.bundle download_large_files`` reads; ``pyyaml`` is then added to the packed metadata) with the
+``*.json`` files written beside them (class names, thresholds), and the part of this repository's ``custom/``
+package that the bundles' configs use, vendored as ``<name>/custom/`` so the unzipped bundle runs from its own folder
+in an environment that has only the packages its ``metadata.json`` names (torch, monai, numpy and
+``required_packages_version``). What is vendored is computed, not listed: every module of ``custom/`` reachable from
+any ``_target_`` or ``$`` expression of any config of any bundle, through Python imports, plus the package data those
+packages read (the zero-shot prompt sets ``custom/data/prompts/*.json``); repository tooling no config uses (BIMCV
+curation, the paper-table experiments, packaging, serving, the integrity checker) stays out. A module the packed
+bundle's configs use (directly or through imports) that imports any other third-party package stops the pack with an
+error naming both.
+
+Before anything is written, the packed ``inference.json``'s ``network_def`` (with the overlays being packed) is
+instantiated and the weights are loaded into it strictly: weights trained with another network (the CPU toy's
+BasicUNet under the paper's SwinUNETR config) are refused with one line naming the weights, the config and the first
+mismatched keys, instead of failing on the user's side. Weights that fit only with a CPU-toy overlay
+(``--overlay cpu_toy.json``) make a *toy build*: bundle name ``<name>_toy``, version ``<version>-toy``, metadata name,
+description and intended use saying so, and a model card that starts with the banner "Weights trained on synthetic
+data by the CPU toy; not a research or clinical model." Download by the real name never finds a toy build, and a toy
+build never carries the real name. The committed card's "no trained weights are published" note (between
+``<!-- weights-status:begin ... -->`` and ``<!-- weights-status:end -->``) is dropped from every packed card.
 
 It also adds ``<name>_v<version>: {checksum: sha1, source: URL}`` to a ``model_info.json`` in the form MONAI's
 GitHub source reads (``models/model_info.json`` of a model-zoo style repository), with the release-asset URL
@@ -38,7 +52,6 @@ CUSTOM_DIR = os.path.join(REPO_ROOT, "custom")
 DEFAULT_RELEASE_TAG = "hosting_storage_v1"
 # run outputs that never ship (they are git-ignored in the repository as well)
 _SKIPPED_DIRS = {"data", "eval", "runs", "models", "__pycache__", ".pytest_cache", "custom"}
-_REPO_TOOLING = {"packaging", "serving"}  # parts of custom/ that are this repository's tools, not bundle code
 _MONAI_NAME_SPLIT = re.compile(r"_v\d*.")  # monai.bundle.scripts._get_all_bundles_info
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same inputs give the same bytes and checksum
 _BASE_PACKAGES = {"torch": "pytorch_version", "monai": "monai_version", "numpy": "numpy_version"}
@@ -62,7 +75,8 @@ def check_name_and_version(name: str, version: str) -> None:
 def check_version_order(name: str, version: str, known_versions: Iterable[str]) -> None:
     """MONAI picks the latest version with ``sorted(versions)[-1]`` on strings: the new one must win both orders."""
     versions = sorted(set(known_versions) | {version})
-    numeric_latest = max(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
+    # a toy build's "0.2.0-toy" compares by its number (toy builds have their own name, so only toys compete)
+    numeric_latest = max(versions, key=lambda v: tuple(int(p) for p in v.split("-")[0].split(".")))
     if versions[-1] != numeric_latest:
         raise PackError(
             f"{name}: versions {versions} sort differently as strings (MONAI's order, latest {versions[-1]}) and as "
@@ -86,25 +100,69 @@ def _module_file(module: str) -> str | None:
     return None
 
 
-def _config_modules(config_dir: str) -> set[str]:
-    """The longest ``custom.x.y`` module prefix of every dotted name the bundle's configs mention."""
-    found = set()
+def _longest_module(dotted: str) -> str | None:
+    """The longest prefix of ``custom.a.b.C`` that is a module of custom/ (``custom.a.b``), or None."""
+    parts = dotted.split(".")
+    return next((".".join(parts[:end]) for end in range(len(parts), 0, -1) if _module_file(".".join(parts[:end]))),
+                None)
+
+
+def _expression_names(expression: str) -> set[str]:
+    """``custom.*`` dotted names an expression (``$...`` string) uses: ``$import custom.x``, ``$from custom.x import
+    y`` (``custom.x.y`` too: ``y`` may be a module), ``$custom.x.f(...)``."""
+    body = expression[1:].strip()
+    names = set(re.findall(r"\bcustom(?:\.[A-Za-z_]\w*)+", body))
+    match = re.fullmatch(r"from\s+(custom(?:\.\w+)*)\s+import\s+(.+)", body)
+    if match:
+        names.add(match.group(1))
+        names.update(f"{match.group(1)}.{n.split(' as ')[0].strip()}" for n in match.group(2).split(","))
+    elif re.fullmatch(r"import\s+custom\b.*", body):
+        names.add("custom")
+    return names
+
+
+def _config_names(value: object) -> set[str]:
+    """``custom.*`` names of one parsed config: every ``_target_`` and every ``$`` expression, at any depth."""
+    names: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "_target_" and isinstance(item, str) and item.split(".")[0] == "custom":
+                names.add(item)
+            names |= _config_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            names |= _config_names(item)
+    elif isinstance(value, str) and value.startswith("$"):
+        names |= _expression_names(value)
+    return names
+
+
+def config_module_names(config_dir: str) -> dict[str, set[str]]:
+    """``{config file: custom.* names it uses}`` for every config of a bundle (``configs/*.json`` but
+    ``metadata.json``, which is read, never run)."""
+    found = {}
     for file_name in sorted(os.listdir(config_dir)):
-        if not file_name.endswith(".json"):
+        if not file_name.endswith(".json") or file_name == "metadata.json":
             continue
-        with open(os.path.join(config_dir, file_name), encoding="utf-8") as f:
-            text = f.read()
-        for dotted in re.findall(r"\bcustom(?:\.[A-Za-z_]\w*)+", text):
-            parts = dotted.split(".")
-            for end in range(len(parts), 0, -1):
-                if _module_file(".".join(parts[:end])):
-                    found.add(".".join(parts[:end]))
-                    break
+        path = os.path.join(config_dir, file_name)
+        with open(path, encoding="utf-8") as f:
+            try:
+                content = json.load(f)
+            except json.JSONDecodeError as err:
+                raise PackError(f"{path}: expected a JSON config, found invalid JSON ({err})") from None
+        found[file_name] = _config_names(content)
     return found
 
 
+def _config_modules(config_dir: str) -> set[str]:
+    """The modules of custom/ (longest module prefix of each name) a bundle's configs use."""
+    names = set().union(*config_module_names(config_dir).values()) if os.path.isdir(config_dir) else set()
+    return {m for m in map(_longest_module, names) if m}
+
+
 def _imports(path: str, module: str) -> set[str]:
-    """Absolute names imported by a module (relative imports resolved against ``module``)."""
+    """Absolute names imported by a module (relative imports resolved against ``module``), at any depth (imports
+    inside functions count: they run when the function does)."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=path)
     package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
@@ -122,28 +180,77 @@ def _imports(path: str, module: str) -> set[str]:
     return names
 
 
-def vendored_modules(config_dir: str) -> tuple[dict[str, str], set[str]]:
-    """Modules of custom/ the configs need, transitively (with every parent package's ``__init__``), and the
-    top-level third-party names they import."""
-    todo, modules, third_party = sorted(_config_modules(config_dir)), {}, set()
+def module_closure(modules: Iterable[str]) -> tuple[dict[str, str], set[str]]:
+    """``{module: file}`` of ``modules`` and of every module of custom/ they import, transitively, with every parent
+    package's ``__init__``; and the top-level third-party names those modules import."""
+    todo, closure, third_party = sorted(set(modules)), {}, set()
     while todo:
-        module = todo.pop()
-        parts = module.split(".")
-        for end in range(1, len(parts) + 1):  # parent packages
-            parent = ".".join(parts[:end])
-            path = _module_file(parent)
-            if path and parent not in modules:
-                modules[parent] = path
-                for name in _imports(path, parent):
-                    top = name.split(".")[0]
-                    if top == "custom":
-                        resolved = next((".".join(name.split(".")[:e]) for e in range(name.count(".") + 1, 0, -1)
-                                         if _module_file(".".join(name.split(".")[:e]))), None)
-                        if resolved and resolved not in modules:
-                            todo.append(resolved)
-                    elif top and top != "__future__" and top not in sys.stdlib_module_names:
-                        third_party.add(top)
-    return modules, third_party
+        parts = todo.pop().split(".")
+        for end in range(1, len(parts) + 1):  # the module and its parent packages
+            module = ".".join(parts[:end])
+            path = _module_file(module)
+            if not path or module in closure:
+                continue
+            closure[module] = path
+            for name in _imports(path, module):
+                top = name.split(".")[0]
+                if top == "custom":
+                    resolved = _longest_module(name)
+                    if resolved and resolved not in closure:
+                        todo.append(resolved)
+                elif top and top != "__future__" and top not in sys.stdlib_module_names:
+                    third_party.add(top)
+    return closure, third_party
+
+
+def vendored_modules(config_dir: str) -> tuple[dict[str, str], set[str]]:
+    """Modules of custom/ one bundle's configs need, transitively, and the third-party names they import."""
+    return module_closure(_config_modules(config_dir))
+
+
+def _bundle_config_dirs(extra: Iterable[str] = ()) -> list[str]:
+    """``configs/`` of every bundle under ``bundles/`` (plus ``extra``, e.g. a bundle packed from elsewhere)."""
+    root = os.path.join(REPO_ROOT, "bundles")
+    dirs = [os.path.join(root, d, "configs") for d in sorted(os.listdir(root))] if os.path.isdir(root) else []
+    dirs = [d for d in dirs if os.path.isfile(os.path.join(d, "metadata.json"))]
+    return dirs + [os.path.abspath(d) for d in extra if os.path.abspath(d) not in dirs]
+
+
+def shipped_modules(extra_config_dirs: Iterable[str] = ()) -> dict[str, str]:
+    """The vendored closure: every module of custom/ reachable from any config of any bundle (``extra_config_dirs``
+    added), through Python imports. The union over bundles rather than one bundle's modules, because one process
+    serving several bundles (MONAI Label puts each bundle folder on ``sys.path``) imports ``custom`` once, from the
+    first bundle, and must find every other bundle's modules there too. (Leaving ``custom`` a namespace package
+    instead does not work: MONAI's ``$import`` refuses namespace packages.) This repository's tooling that no config
+    uses (BIMCV curation, the paper-table experiments, packaging, serving, the integrity checker) is not in it."""
+    used = set()
+    for config_dir in _bundle_config_dirs(extra_config_dirs):
+        used |= _config_modules(config_dir)
+    return module_closure(used)[0]
+
+
+def _package_of(folder: str) -> str | None:
+    """The module name of the nearest Python package at or above ``folder`` inside custom/ (None outside)."""
+    root = os.path.dirname(CUSTOM_DIR)
+    while os.path.commonpath([folder, CUSTOM_DIR]) == CUSTOM_DIR:
+        if os.path.isfile(os.path.join(folder, "__init__.py")):
+            return os.path.relpath(folder, root).replace(os.sep, ".")
+        folder = os.path.dirname(folder)
+    return None
+
+
+def package_data_files(modules: Iterable[str]) -> list[str]:
+    """Non-Python files the shipped code reads at run time (the zero-shot prompt sets ``custom/data/prompts/*.json``):
+    every plain, non-hidden file that is not Python source or bytecode in a folder whose nearest package is shipped
+    (a data folder without ``__init__.py`` belongs to the package above it)."""
+    shipped, files = set(modules), []
+    for folder, dirs, names in os.walk(CUSTOM_DIR):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        if _package_of(folder) not in shipped:
+            continue
+        files += [os.path.join(folder, n) for n in sorted(names)
+                  if not n.startswith(".") and not n.endswith((".py", ".pyc", ".pyo"))]
+    return files
 
 
 def check_third_party(name: str, metadata: dict, third_party: set[str]) -> None:
@@ -160,21 +267,15 @@ def check_third_party(name: str, metadata: dict, third_party: set[str]) -> None:
             )
 
 
-def vendored_files() -> list[tuple[str, str]]:
-    """(source, path inside the bundle) of the vendored ``custom/`` package: all of it but this repository's own
-    tooling (``packaging/``, ``serving/``). The whole package rather than only the modules a bundle uses, because one
-    process serving several bundles (MONAI Label puts each bundle folder on ``sys.path``) imports ``custom`` once, from
-    the first bundle, and must find every other bundle's modules there too. (Leaving ``custom`` a namespace package
-    instead does not work: MONAI's ``$import`` refuses namespace packages.) Only the modules the bundle's configs use
-    are checked against its metadata's packages (:func:`check_third_party`); the others are never imported by it."""
+def vendored_files(extra_config_dirs: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(source, path inside the bundle) of the vendored ``custom/`` package: the modules of
+    :func:`shipped_modules` plus their package data (:func:`package_data_files`). Only the modules the packed
+    bundle's own configs use are checked against its metadata's packages (:func:`check_third_party`); the others are
+    never imported by it."""
     root = os.path.dirname(CUSTOM_DIR)
-    files = []
-    for folder, dirs, names in os.walk(CUSTOM_DIR):
-        rel = os.path.relpath(folder, CUSTOM_DIR)
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not (rel == "." and d in _REPO_TOOLING))
-        files += [(os.path.join(folder, n), os.path.relpath(os.path.join(folder, n), root))
-                  for n in sorted(names) if n.endswith(".py")]
-    return files
+    modules = shipped_modules(extra_config_dirs)
+    sources = sorted(set(modules.values()) | set(package_data_files(modules)))
+    return [(source, os.path.relpath(source, root)) for source in sources]
 
 
 def file_digest(path: str, algorithm: str) -> str:
@@ -233,32 +334,164 @@ def known_versions(model_info_path: str, name: str) -> list[str]:
     return [key.split(f"{name}_v")[-1] for key in info if _MONAI_NAME_SPLIT.split(key)[0] == name]
 
 
-def merged_inference_config(bundle_dir: str, overlays: list[str]) -> str:
-    """``configs/inference.json`` with the values of ``overlays`` (file names in configs/) for the ids it already has,
-    as JSON text; ids the inference config does not use (a training datalist, epochs) are left out."""
+def _overlay_path(bundle_dir: str, overlay: str) -> str:
+    path = os.path.join(bundle_dir, "configs", os.path.basename(overlay))
+    if not os.path.isfile(path):
+        raise PackError(f"--overlay {overlay}: expected a config file in {os.path.join(bundle_dir, 'configs')}, "
+                        "found none")
+    return path
+
+
+def merged_inference(bundle_dir: str, overlays: list[str]) -> dict:
+    """``configs/inference.json`` with the values of ``overlays`` (file names in configs/) for the ids it already has;
+    ids the inference config does not use (a training datalist, epochs) are left out."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(os.path.join(bundle_dir, "configs", "inference.json"))
     for overlay in overlays:
-        with open(os.path.join(bundle_dir, "configs", overlay), encoding="utf-8") as f:
+        with open(_overlay_path(bundle_dir, overlay), encoding="utf-8") as f:
             values = json.load(f)
         for key, value in values.items():
             if key in parser:
                 parser[key] = value
-    config = {k: v for k, v in parser.get().items() if k != "_meta_"}
-    return json.dumps(config, indent=4) + "\n"
+    return {k: v for k, v in parser.get().items() if k != "_meta_"}
+
+
+def merged_inference_config(bundle_dir: str, overlays: list[str]) -> str:
+    """:func:`merged_inference` as the JSON text that is packed as ``configs/inference.json``."""
+    return json.dumps(merged_inference(bundle_dir, overlays), indent=4) + "\n"
 
 
 def check_weights(name: str, weights: str) -> None:
     """The weights must load as tensors only (``weights_only=True``): what MONAI's loaders and MONAI Label read."""
-    import torch
+    from custom.weights.checkpoint import CheckpointLoadError, load_weights_only
 
     try:
-        torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure means the file is not a loadable checkpoint
+        load_weights_only(weights)
+    except CheckpointLoadError as err:  # torch's real reason (e.g. the refused global), never its retry advice
+        raise PackError(f"{name}: {weights} does not load as a weights-only checkpoint ({err.reason})") from None
+
+
+def _checkpoint_loaders(value: object) -> list[dict]:
+    """Every ``CheckpointLoader`` component of a config, at any depth."""
+    if isinstance(value, dict):
+        found = [value] if str(value.get("_target_", "")).split(".")[-1] == "CheckpointLoader" else []
+        return found + [c for item in value.values() for c in _checkpoint_loaders(item)]
+    if isinstance(value, list):
+        return [c for item in value for c in _checkpoint_loaders(item)]
+    return []
+
+
+def _first(keys: list[str], count: int = 3) -> str:
+    shown = ", ".join(keys[:count])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > count else shown
+
+
+def check_network_fits_weights(name: str, bundle_dir: str, weights: str, overlays: list[str]) -> str:
+    """Instantiate the packed ``inference.json``'s ``network_def`` (``overlays`` merged, as they will be packed) and
+    load the weights into it with ``load_state_dict(strict=True)``; refuse a mismatch with one line naming the weights
+    file, the config and the first missing / unexpected / differently shaped keys. Returns the network's class name.
+
+    The state dict is taken the way the config's ``CheckpointLoader`` takes it (its one ``load_dict`` key, e.g.
+    ``{"model": state_dict}``, or the bare state dict). A loader with ``strict: false`` (``t3d_pretrain``: the full
+    T3D checkpoint feeds the image-only embedder) makes the checkpoint's extra keys expected; the network's own keys
+    must all be there with their shapes, since MONAI's non-strict loader silently skips the others."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from custom.weights.checkpoint import load_weights_only
+
+    config_label = " + ".join(["configs/inference.json", *[os.path.basename(o) for o in overlays]])
+    config = merged_inference(bundle_dir, overlays)
+    if "network_def" not in config:
+        raise PackError(f"{name}: expected a 'network_def' in {config_label}, found keys {sorted(config)}")
+    # the bundle as it will be unpacked: its own configs, the weights' folder as models/ (class names, thresholds)
+    config.update(bundle_root=bundle_dir, ckpt_dir=os.path.dirname(os.path.abspath(weights)))
+    if "device" in config:
+        config["device"] = "$torch.device('cpu')"
+    parser = ConfigParser(config)
+    try:
+        network = parser.get_parsed_content("network_def")
+    except Exception as err:  # noqa: BLE001 - whatever the config raises, one line naming it
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PackError(f"{name}: {weights} does not load as a weights-only checkpoint ({reason})") from err
+        raise PackError(f"{name}: network_def of {config_label} does not instantiate ({reason})") from None
+    target = type(network).__name__
+
+    loaders = _checkpoint_loaders(config)
+    loader = loaders[0] if loaders else {}
+    load_keys = list((loader.get("load_dict") or {"model": None}).keys())
+    strict = loader.get("strict", True) is not False
+    state = load_weights_only(weights)
+    if isinstance(state, dict) and len(load_keys) == 1 and isinstance(state.get(load_keys[0]), dict):
+        state = state[load_keys[0]]  # MONAI's CheckpointLoader: {"model": state_dict} or the state dict itself
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PackError(f"{name}: {weights} does not fit {config_label} network_def ({target}): expected a state "
+                        f"dict of tensors, found {type(state).__name__}")
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected] if strict else []
+    shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        try:
+            network.load_state_dict({k: state[k] for k in expected} if not strict else state, strict=True)
+        except RuntimeError as err:
+            shapes = [str(err).strip().splitlines()[-1].strip()]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing key(s): {_first(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected key(s): {_first(unexpected)}" if unexpected else "",
+                 f"{len(shapes)} shape mismatch(es) (checkpoint vs network): {_first(shapes, 2)}" if shapes else ""]
+        toys = sorted(f for f in os.listdir(os.path.join(bundle_dir, "configs")) if toy_overlays([f]))
+        hint = ("pack with the overlays the weights were trained with"
+                + (f" (CPU toy weights: --overlay {toys[0]})" if toys else " (--overlay NAME.json)")) if not overlays \
+            else "pack with exactly the overlays the weights were trained with (none for paper-size weights)"
+        raise PackError(f"{name}: {weights} does not fit {config_label} network_def ({target}): "
+                        + "; ".join(p for p in parts if p) + f"; {hint}")
+    return target
+
+
+def toy_overlays(overlays: Iterable[str]) -> list[str]:
+    """The CPU-toy overlays among ``overlays`` (``cpu_toy.json``, ``cpu_toy_swin.json``: names starting
+    ``cpu_toy``): weights that fit the network only with one of them were trained by the toy."""
+    return [o for o in overlays if os.path.basename(o).startswith("cpu_toy")]
+
+
+TOY_NAME_SUFFIX = "_toy"  # bundle name t3d_btcv_seg -> t3d_btcv_seg_toy: download by the real name never gets a toy
+TOY_VERSION_SUFFIX = "-toy"  # version 0.2.0 -> 0.2.0-toy (a pre-release in SemVer terms: never above 0.2.0)
+TOY_BANNER = "Weights trained on synthetic data by the CPU toy; not a research or clinical model."
+WEIGHTS_NOTE_BEGIN = "<!-- weights-status:begin"
+WEIGHTS_NOTE_END = "<!-- weights-status:end -->"
+
+
+def toy_metadata(metadata: dict, version: str, overlays: list[str]) -> dict:
+    """``metadata.json`` of a toy build: version ``<version>-toy``, name, description and intended use saying so."""
+    meta = dict(metadata)
+    toy_version = version + TOY_VERSION_SUFFIX
+    used = ", ".join(f"configs/{os.path.basename(o)}" for o in overlays)
+    meta["version"] = toy_version
+    meta["changelog"] = {toy_version: f"CPU toy build of {version} (network and data of {used}); "
+                                      "for tests and demonstrations only", **metadata.get("changelog", {})}
+    meta["name"] = f"{metadata.get('name', '')} [CPU TOY]".strip()
+    meta["description"] = (f"CPU TOY BUILD: {TOY_BANNER} The network is the small one of {used}, trained on the "
+                           f"project's synthetic data. {metadata.get('description', '')}").strip()
+    meta["intended_use"] = f"Tests and demonstrations of the bundle's plumbing only. {TOY_BANNER}"
+    return meta
+
+
+def packed_model_card(card: str, toy: bool, name: str, overlays: list[str]) -> str:
+    """The model card as packed: the committed card's "no trained weights are published" note (between the
+    ``weights-status`` markers) is dropped, since the zip carries weights; a toy build starts with the toy banner."""
+    if WEIGHTS_NOTE_BEGIN in card and WEIGHTS_NOTE_END in card:
+        head, rest = card.split(WEIGHTS_NOTE_BEGIN, 1)
+        card = head + rest.split(WEIGHTS_NOTE_END, 1)[1].lstrip("\n")
+    if not toy:
+        return card
+    used = " + ".join(os.path.basename(o) for o in overlays)
+    banner = (f"> **{TOY_BANNER}**\n>\n> Toy build `{name}{TOY_NAME_SUFFIX}`: the network of `configs/inference.json` "
+              f"merged with `{used}`, trained by the CPU toy on the project's synthetic data. It shows that the "
+              "bundle runs end to end; its outputs mean nothing clinically.\n\n")
+    return banner + card
 
 
 def resolve_bundle(bundle: str) -> str:
@@ -267,6 +500,18 @@ def resolve_bundle(bundle: str) -> str:
         if os.path.isfile(os.path.join(candidate, "configs", "metadata.json")):
             return os.path.abspath(candidate)
     raise PackError(f"{bundle}: no bundle there (expected configs/metadata.json, also looked under bundles/)")
+
+
+def _packed_names(name: str, version: str, toy: bool) -> tuple[str, str]:
+    """(bundle name, version) of the zip: ``<name>_toy`` / ``<version>-toy`` for a toy build; both must come back
+    unchanged from MONAI's parsing of ``<name>_v<version>.zip`` (``re.split(r"_v\\d*.", asset)[0]`` for the name, the
+    rest after ``<name>_v`` for the version)."""
+    packed = (name + TOY_NAME_SUFFIX, version + TOY_VERSION_SUFFIX) if toy else (name, version)
+    asset = f"{packed[0]}_v{packed[1]}.zip"
+    parsed = (_MONAI_NAME_SPLIT.split(asset)[0], asset.split(f"{packed[0]}_v")[-1].replace(".zip", ""))
+    if parsed != packed:
+        raise PackError(f"{name}: MONAI would read the asset {asset} as name {parsed[0]!r} version {parsed[1]!r}")
+    return packed
 
 
 def pack(
@@ -280,26 +525,32 @@ def pack(
     overlays: list[str] | None = None,
 ) -> str:
     """Build ``<dist_dir>/<name>_v<version>.zip``; returns its path. See the module docstring. ``overlays`` (e.g.
-    ``["cpu_toy.json"]``) are merged into the packed ``inference.json``, for serving a CPU-toy-trained bundle."""
+    ``["cpu_toy.json"]``) are merged into the packed ``inference.json`` (the configs the weights were trained with);
+    a CPU-toy overlay makes a toy build, ``<dist_dir>/<name>_toy_v<version>-toy.zip``."""
+    overlays = list(overlays or [])
     bundle_dir = resolve_bundle(bundle)
     name = os.path.basename(bundle_dir.rstrip(os.sep))
     with open(os.path.join(bundle_dir, "configs", "metadata.json"), encoding="utf-8") as f:
         metadata = json.load(f)
     version = str(metadata.get("version", ""))
     check_name_and_version(name, version)
+    for overlay in overlays:
+        _overlay_path(bundle_dir, overlay)
+    toy = toy_overlays(overlays)
+    packed_name, packed_version = _packed_names(name, version, bool(toy))
     model_info = model_info or os.path.join(dist_dir, "model_info.json")
-    check_version_order(name, version, known_versions(model_info, name))
+    check_version_order(packed_name, packed_version, known_versions(model_info, packed_name))
 
     weights = weights or os.path.join(bundle_dir, "models", "model.pt")
     if not os.path.isfile(weights):
         raise PackError(f"{name}: no trained weights at {weights} (train the bundle or pass --weights PATH)")
     check_weights(name, weights)
-    modules, third_party = vendored_modules(os.path.join(bundle_dir, "configs"))
+    config_dir = os.path.join(bundle_dir, "configs")
+    modules, third_party = vendored_modules(config_dir)
     check_third_party(name, metadata, third_party)
+    network = check_network_fits_weights(name, bundle_dir, weights, overlays)
 
-    replaced = {os.path.join("configs", "inference.json")} if overlays else set()
-    entries = [(src, rel) for src, rel in _bundle_files(bundle_dir) if rel not in replaced]
-    entries += vendored_files()
+    packed_metadata = toy_metadata(metadata, version, toy) if toy else dict(metadata)
     large_files = None
     if os.path.getsize(weights) > max_inline_mb * 2**20:
         if not weights_url:
@@ -308,32 +559,51 @@ def pack(
                 "pass --weights_url where they will be hosted (large_files.yml)"
             )
         large_files = _large_files_yml("models/model.pt", weights_url, file_digest(weights, "sha256"))
-    else:
+        try:  # monai.bundle download_large_files reads large_files.yml with PyYAML
+            yaml_version = importlib.metadata.version("PyYAML")
+        except importlib.metadata.PackageNotFoundError:
+            raise PackError(f"{name}: large_files.yml needs pyyaml named in metadata.json, but PyYAML is not "
+                            "installed here to take its version from") from None
+        packed_metadata["required_packages_version"] = {
+            **metadata.get("required_packages_version", {}), "pyyaml": yaml_version}
+
+    generated = {}
+    if packed_metadata != metadata:  # a toy build, or pyyaml added for large_files.yml
+        generated[os.path.join("configs", "metadata.json")] = json.dumps(packed_metadata, indent=4) + "\n"
+    if overlays:
+        generated[os.path.join("configs", "inference.json")] = merged_inference_config(bundle_dir, overlays)
+    card_path = os.path.join(bundle_dir, "docs", "README.md")
+    if os.path.isfile(card_path):
+        with open(card_path, encoding="utf-8") as f:
+            generated[os.path.join("docs", "README.md")] = packed_model_card(f.read(), bool(toy), name, toy)
+    entries = [(src, rel) for src, rel in _bundle_files(bundle_dir) if rel not in generated]
+    entries += vendored_files([config_dir])
+    if not large_files:
         entries.append((weights, os.path.join("models", "model.pt")))
     # data-derived model files written beside the weights (class names, decision thresholds) ship with them
     weights_dir = os.path.dirname(os.path.abspath(weights))
     entries += [(os.path.join(weights_dir, f), os.path.join("models", f))
                 for f in sorted(os.listdir(weights_dir)) if f.endswith(".json")]
+    if large_files:
+        generated["large_files.yml"] = large_files
 
     os.makedirs(dist_dir, exist_ok=True)
-    key = f"{name}_v{version}"
+    key = f"{packed_name}_v{packed_version}"
     zip_path = os.path.join(dist_dir, f"{key}.zip")
     fd, tmp_path = tempfile.mkstemp(dir=dist_dir, suffix=".zip.part")
     os.close(fd)
     try:
+        members = [(rel, source, None) for source, rel in entries]
+        members += [(rel, None, text) for rel, text in generated.items()]
         with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for source, rel in sorted(entries, key=lambda e: e[1]):
-                info = zipfile.ZipInfo(f"{name}/{rel}".replace(os.sep, "/"), date_time=_ZIP_DATE)
+            for rel, source, text in sorted(members, key=lambda m: m[0]):
+                info = zipfile.ZipInfo(f"{packed_name}/{rel}".replace(os.sep, "/"), date_time=_ZIP_DATE)
                 info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                if text is not None:
+                    archive.writestr(info, text)
+                    continue
                 with open(source, "rb") as src, archive.open(info, "w") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-            if overlays:
-                info = zipfile.ZipInfo(f"{name}/configs/inference.json", date_time=_ZIP_DATE)
-                merged = merged_inference_config(bundle_dir, overlays)
-                archive.writestr(info, merged, compress_type=zipfile.ZIP_DEFLATED)
-            if large_files:
-                info = zipfile.ZipInfo(f"{name}/large_files.yml", date_time=_ZIP_DATE)
-                archive.writestr(info, large_files, compress_type=zipfile.ZIP_DEFLATED)
         os.replace(tmp_path, zip_path)
     finally:
         if os.path.exists(tmp_path):
@@ -341,7 +611,9 @@ def pack(
     source_url = f"https://github.com/{repo}/releases/download/{DEFAULT_RELEASE_TAG}/{key}.zip"
     update_model_info(model_info, key, file_digest(zip_path, "sha1"), source_url)
     size_mb = os.path.getsize(zip_path) / 2**20
-    print(f"packed {zip_path} ({size_mb:.1f} MB; custom/ vendored, {len(modules)} modules used; "
+    kind = f"CPU TOY build ({' + '.join(toy)})" if toy else "release"
+    print(f"packed {zip_path} ({kind}; {size_mb:.1f} MB; weights fit {network} of configs/inference.json"
+          f"{''.join(' + ' + os.path.basename(o) for o in overlays)}; custom/ vendored, {len(modules)} modules used; "
           f"weights {'in large_files.yml' if large_files else 'inside'}); {model_info}: {key}")
     return zip_path
 

@@ -3,8 +3,11 @@
 
 Without ``--stock`` it copies this repository's app (``custom/serving/monailabel_app``) to ``--app_dir``; with it,
 ``--app_dir`` is an app MONAI Label already wrote (``monailabel apps --download --name monaibundle --output APPS``).
-Each zip is unpacked into ``<app_dir>/model/<name>`` with MONAI's own extraction, which refuses entries that would
-land outside that folder. Prints the ``--conf models`` value to start the server with.
+Each zip is unpacked into ``<app_dir>/model/<name>`` by :func:`custom.packaging.archive.unpack_bundle_archive`: every
+zip is validated completely before anything is written (relative member paths only, no ``..``, no links, one plainly
+named top folder), then extracted into a temporary folder and renamed into place, replacing only
+``<app_dir>/model/<name>``; a refused zip is a one-line error and leaves the app folder as it was. Prints the
+``--conf models`` value to start the server with.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ import argparse
 import os
 import shutil
 import sys
-import zipfile
+
+from custom.packaging.archive import ArchiveError, unpack_bundle_archive, validate_bundle_archive
 
 APP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monailabel_app")
 
 
 def prepare_app(app_dir: str, bundles: list[str], stock: bool = False) -> list[str]:
-    """Copy the app (unless ``stock``) and unpack ``bundles`` (zip paths) into its model folder; returns names."""
-    from monai.apps.utils import extractall
+    """Copy the app (unless ``stock``) and unpack ``bundles`` (zip paths) into its model folder; returns names.
 
+    All zips are validated before anything is written (:class:`ArchiveError` names the zip and the offending member).
+    """
+    zip_of: dict[str, str] = {}
+    for zip_path in bundles:
+        name = validate_bundle_archive(zip_path)
+        if name in zip_of:
+            raise ArchiveError(f"{zip_path}: expected one zip per bundle, found bundle folder {name!r} also in "
+                               f"{zip_of[name]}")
+        zip_of[name] = zip_path
     if not stock:
         os.makedirs(app_dir, exist_ok=True)
         shutil.copyfile(os.path.join(APP_SOURCE, "main.py"), os.path.join(app_dir, "main.py"))
@@ -29,17 +41,9 @@ def prepare_app(app_dir: str, bundles: list[str], stock: bool = False) -> list[s
         raise ValueError(f"{app_dir}: no MONAI Label app there (run `monailabel apps --download --name monaibundle`)")
     model_dir = os.path.join(app_dir, "model")
     os.makedirs(model_dir, exist_ok=True)
-    names = []
-    for zip_path in bundles:
-        with zipfile.ZipFile(zip_path) as archive:
-            tops = {name.split("/")[0] for name in archive.namelist()}
-        if len(tops) != 1:
-            raise ValueError(f"{zip_path}: a bundle zip holds one top folder, found {sorted(tops)}")
-        name = tops.pop()
-        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
-        extractall(zip_path, model_dir, has_base=True)  # (its "already extracted" check looks for <zip stem>/)
-        names.append(name)
-    return names
+    for name, zip_path in zip_of.items():
+        unpack_bundle_archive(zip_path, model_dir, expected_name=name)
+    return list(zip_of)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         names = prepare_app(args.app_dir, args.bundle, args.stock)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError) as err:  # ArchiveError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"--conf models {','.join(names)}")

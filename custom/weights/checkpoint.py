@@ -12,29 +12,160 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
+import zipfile
 
 import torch
 from torch import nn
 
-__all__ = ["atomic_save", "safe_load", "unwrap", "image_encoder_state_dict", "export_weights"]
+__all__ = [
+    "CheckpointLoadError",
+    "load_failure_reason",
+    "load_weights_only",
+    "atomic_save",
+    "remove_orphan_temp_files",
+    "safe_load",
+    "unwrap",
+    "image_encoder_state_dict",
+    "export_weights",
+]
+
+# lines of torch's weights-only message that are advice, not the reason (one of them suggests weights_only=False,
+# which would run whatever the pickle names: never repeated here)
+_ADVICE_LINE = re.compile(
+    r"^(Weights only load failed|In PyTorch \d|Please file an issue|Check the documentation|WeightsUnpickler error)"
+    r"|weights_only",
+    re.IGNORECASE,
+)
 
 
-def atomic_save(obj: object, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class CheckpointLoadError(ValueError):
+    """A checkpoint ``torch.load(..., weights_only=True)`` refused or could not read; ``reason`` is torch's real reason
+    (one line), the message names the file as well."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: expected a readable weights-only checkpoint, found {reason}")
+        self.path = path
+        self.reason = reason
 
 
-def safe_load(path: str, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(..., weights_only=True)`` with a one-line error naming the file."""
+def _first_sentence(line: str) -> str:
+    """The first sentence of a long torch message (what follows is advice: "If you are seeing this error ...")."""
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", line.strip(), maxsplit=1)[0]
+
+
+def _reason_lines(text: str) -> list[str]:
+    """First sentences of the message lines that state a reason (torch's advice lines dropped)."""
+    sentences = [_first_sentence(line) for line in text.splitlines() if line.strip()]
+    return [s for s in sentences if not _ADVICE_LINE.search(s)]
+
+
+def load_failure_reason(path: str, err: BaseException) -> str:
+    """One line saying why ``torch.load(path, weights_only=True)`` failed with ``err``: torch's own reason (for a
+    refused pickle the ``unsupported GLOBAL ...`` line naming what the file would run), never torch's advice to retry
+    with ``weights_only=False``."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = None
+    if size == 0:
+        return "an empty file (0 bytes)"
+    # torch re-raises the unpickler's error inside a long advice text ("Weights only load failed ... Re-running
+    # `torch.load` with `weights_only` set to `False` will likely succeed ..."); the original error is its context
+    candidates = [err]
+    inner = err.__cause__ or err.__context__
+    if inner is not None and inner is not err:
+        candidates.insert(0, inner)
+    for candidate in candidates:
+        lines = _reason_lines(str(candidate))
+        if lines:
+            reason = f"{type(candidate).__name__}: {lines[0]}"
+            break
+    else:
+        reason = f"{type(err).__name__} (no message)"
+    if size is not None and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            zip_start = f.read(4) == b"PK\x03\x04"
+        form = "a zip that is damaged or cut short" if zip_start else "not the zip format torch.save writes"
+        reason += f" ({size} bytes, {form})"
+    elif isinstance(err, EOFError) and size is not None:
+        reason += f" ({size} bytes, cut short)"
+    return reason
+
+
+def load_weights_only(path: str, map_location: str | torch.device = "cpu") -> object:
+    """``torch.load(path, weights_only=True)``; raises :class:`CheckpointLoadError` (one line: the file and torch's
+    real reason) when torch refuses or cannot read it, ``FileNotFoundError`` (one line) when it is absent."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files; all mean the same here
-        raise ValueError(f"{path}: expected a readable weights-only checkpoint, found {type(err).__name__}: {str(err).splitlines()[0]}") from None
+        with warnings.catch_warnings():  # legacy-format files: torch warns about the pickle protocol before failing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged or refused files
+        raise CheckpointLoadError(path, load_failure_reason(path, err)) from None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a number no PID can be counts as alive: the file is not ours to delete)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, OSError):  # someone else's process; not a PID at all
+        return True
+    return True
+
+
+def remove_orphan_temp_files(path: str) -> list[str]:
+    """Delete the temporary files an interrupted :func:`atomic_save` (or a killed process) of ``path`` left: exactly
+    ``<path>.tmp<PID>`` in ``path``'s folder whose PID is no live process. Returns the removed paths.
+
+    (A PID taken again by an unrelated live process keeps its file until that process ends; processes on other hosts
+    sharing the folder are not seen, which is fine while one process writes a given checkpoint.)
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.tmp([1-9][0-9]*)")
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if not match or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+            continue
+        orphan = os.path.join(folder, name)
+        if os.path.isfile(orphan) and not os.path.islink(orphan):
+            try:
+                os.remove(orphan)
+                removed.append(orphan)
+            except FileNotFoundError:  # removed meanwhile by another process cleaning up
+                pass
+    return removed
+
+
+def atomic_save(obj: object, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint.
+    Temporary files of ``path`` left by processes killed mid-save are deleted first (:func:`remove_orphan_temp_files`);
+    a failed save removes its own."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    remove_orphan_temp_files(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def safe_load(path: str, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(..., weights_only=True)`` with a one-line error naming the file and torch's reason
+    (:func:`load_weights_only`)."""
+    return load_weights_only(path, map_location)
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -62,6 +193,7 @@ def export_weights(network: nn.Module, save_dir: str) -> None:
     model = unwrap(network)
     atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(save_dir, "model.pt"))
     atomic_save(image_encoder_state_dict(model.image_backbone), os.path.join(save_dir, "image_encoder.pt"))
+    remove_orphan_temp_files(os.path.join(save_dir, "image_encoder.json"))
     tmp = os.path.join(save_dir, f"image_encoder.json.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(_backbone_description(model.image_backbone), f, indent=1)

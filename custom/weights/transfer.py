@@ -34,6 +34,7 @@ from monai.networks.nets import BasicUNet, SwinUNETR
 
 from custom.networks.swin_backbone import SwinUNETRBackbone
 from custom.networks.unet_backbone import BasicUNetBackbone
+from custom.weights.checkpoint import CheckpointLoadError, load_weights_only
 
 __all__ = ["WeightTransferError", "TransferReport", "encoder_prefixes_of", "transfer_weights", "load_pretrained"]
 
@@ -99,10 +100,9 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise WeightTransferError(f"{path}: pre-trained checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refused (not weights-only) or a corrupt file; torch explains over many lines
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        message = f"{path}: expected a weights-only torch checkpoint, could not load it ({reason})"
+        checkpoint = load_weights_only(path)
+    except CheckpointLoadError as err:  # refused pickle or corrupt file: torch's real reason, never its retry advice
+        message = f"{path}: expected a weights-only torch checkpoint, could not load it ({err.reason})"
         raise WeightTransferError(message) from None
     while isinstance(checkpoint, Mapping) and not any(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         inner = next((checkpoint[k] for k in _CONTAINER_KEYS if isinstance(checkpoint.get(k), Mapping)), None)

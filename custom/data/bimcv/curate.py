@@ -27,6 +27,7 @@ content changed, so a second run over the same inputs changes no file.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -47,7 +48,7 @@ from custom.data.bimcv.mids import (
     static_rejection,
     walk_mids,
 )
-from custom.data.bimcv.reports import CachedTranslator, clean_report, make_translator
+from custom.data.bimcv.reports import CachedTranslator, Translator, clean_report, make_translator
 from custom.data.bimcv.tables import BimcvColumns, TsvRow, read_tsv
 from custom.data.checks import DataError, check_report_text
 from custom.data.label_fractions import label_fraction_subsets
@@ -234,16 +235,25 @@ def _read_ehr_results(root: str, columns: BimcvColumns) -> dict[str, list[str]]:
     return results
 
 
-def _read_study_dates(root: str, subjects: Sequence[str], columns: BimcvColumns) -> dict[str, str]:
-    dates = {}
+def _read_sessions(root: str, subjects: Sequence[str], columns: BimcvColumns) -> tuple[dict[str, str], dict[str, str]]:
+    """``({study_id: study_date}, {study_id: "<sessions.tsv>:<line>"})`` from every ``sub-*/sub-*_sessions.tsv``."""
+    dates, where = {}, {}
     for subject in subjects:
         path = os.path.join(root, subject, f"{subject}_sessions.tsv")
         if os.path.isfile(path):
             _, rows = read_tsv(path, {"session_id": columns.session_id})
             for row in rows:
-                session = _prefixed(row.values[columns.session_id], "ses-")
-                dates[f"{subject}_{session}"] = row.values.get(columns.study_date, "").strip()
-    return dates
+                study_id = f"{subject}_{_prefixed(row.values[columns.session_id], 'ses-')}"
+                dates[study_id] = row.values.get(columns.study_date, "").strip()
+                where.setdefault(study_id, f"{path}:{row.line}")
+    return dates, where
+
+
+def _subject_folders(root: str) -> list[str]:
+    """``sub-*`` folders of the tree (a subject whose sessions all lack images has no series but a sessions table)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(n for n in os.listdir(root) if n.startswith("sub-") and os.path.isdir(os.path.join(root, n)))
 
 
 def _select_volumes(
@@ -417,7 +427,7 @@ def _print_dry_run(studies: list[CuratedStudy], exclusions: list[Exclusion]) -> 
 def curate(
     root: str,
     out: str,
-    translation: str = "Helsinki-NLP/opus-mt-es-en",
+    translation: str | Translator = "Helsinki-NLP/opus-mt-es-en",
     labels_tsv: str = os.path.join("derivatives", "labels", "labels_covid_posi.tsv"),
     columns: dict | None = None,
     min_positive: int = 10,
@@ -438,7 +448,9 @@ def curate(
         root: the tree with ``participants.tsv`` and ``sub-*`` folders (e.g. ``.../covid19_posi``).
         out: output folder (created).
         translation: ``"identity"``, ``"column:<name>"`` (a translated column of the labels TSV) or a transformers
-            seq2seq model id/path (default MarianMT Spanish -> English).
+            seq2seq model id/path (default MarianMT Spanish -> English); from Python also a translator object
+            (``name`` and ``translate(texts) -> texts``, see :mod:`custom.data.bimcv.reports`). A report whose
+            translation has no letter or digit is excluded as "empty translation".
         labels_tsv: the labels table, relative to ``root`` (BIMCV-COVID19-:
             ``derivatives/labels/Labels_covid_NEG_JAN21.tsv``).
         columns: column-name overrides, e.g. ``{"report": "Texto"}``
@@ -457,12 +469,14 @@ def curate(
     """
     columns_config = BimcvColumns.from_overrides(columns)
     root, out = os.path.abspath(root), os.path.abspath(out)
-    translated_column = translation[len("column:") :] if translation.startswith("column:") else None
+    named = isinstance(translation, str)  # else a Translator object (``name`` and ``translate(texts)``)
+    translated_column = translation[len("column:") :] if named and translation.startswith("column:") else None
     labels_path = os.path.join(root, labels_tsv)
     reports, exclusions = _read_reports(labels_path, columns_config, translated_column)
     participants = _read_participants(root, columns_config)
     series = walk_mids(root)
-    study_dates = _read_study_dates(root, sorted({s.subject for s in series}), columns_config)
+    subjects = sorted({s.subject for s in series} | set(_subject_folders(root)))
+    study_dates, session_rows = _read_sessions(root, subjects, columns_config)
     probes = ProbeCache(None if dry_run else os.path.join(out, "cache", "probes.json"))
     with tempfile.TemporaryDirectory() as scratch:  # DICOM conversions of a dry run land here and vanish
         dicom_dir = scratch if dry_run else os.path.join(out, "images")
@@ -500,6 +514,12 @@ def curate(
         if study_id not in known_studies:
             exclusions.append(Exclusion(study_id, study_id.split("_")[0], "report", f"{labels_path}:{row.line}",
                                         "no image", "no image series for this report"))
+    excluded_studies = {e.study_id for e in exclusions}
+    for study_id, where in sorted(session_rows.items()):  # a session listed with no image and no report row
+        if study_id not in known_studies and study_id not in excluded_studies:
+            subject, _, session = study_id.partition("_")
+            exclusions.append(Exclusion(study_id, subject, "session", where, "no image",
+                                        f"{where}: expected image series under {subject}/{session}, found none"))
     probes.save()
 
     studies = []
@@ -522,20 +542,46 @@ def curate(
         english = [clean_report(reports[s.study_id].values[translated_column]) for s in studies]
     else:
         translator = make_translator(translation, batch_size=translation_batch_size,
-                                     max_new_tokens=translation_max_new_tokens, device=device)
+                                     max_new_tokens=translation_max_new_tokens, device=device) if named else translation
         cached = CachedTranslator(translator, os.path.join(out, "cache", "translations.jsonl"), progress)
         english = cached.translate([s.extra["report_es"] for s in studies], batch_size=translation_batch_size)
+    empty = set()
     for study, text in zip(studies, english):
-        study.report = text
-        if not text.strip():
+        study.report = text.strip()
+        if not _has_words(study.report):  # nothing, whitespace or punctuation only
+            empty.add(study.study_id)
             where = f"{labels_path}:{reports[study.study_id].line}"
-            exclusions.append(Exclusion(study.study_id, study.patient_id, "study", study.extra["series"],
-                                        "empty translation", f"{where}: expected English text, found nothing"))
-    studies = [study for study in studies if study.report.strip()]
-    source = {"kind": "bimcv-mids", "root": root, "labels_tsv": labels_tsv, "translation": translation,
+            found = f"{study.report!r}" if study.report else "nothing"
+            exclusions.append(Exclusion(
+                study.study_id, study.patient_id, "study", study.extra["series"], "empty translation",
+                f"{where}: expected English text for a {len(study.extra['report_es'])}-character report, found {found}"))
+    studies = [study for study in studies if study.study_id not in empty]
+    source = {"kind": "bimcv-mids", "root": root, "labels_tsv": labels_tsv,
+              "translation": translation if named else translation.name,
               "min_positive": min_positive, "min_slices": min_slices, "seed": seed}
     return _write_outputs(out, studies, exclusions, min_positive, val_fraction, test_fraction, fractions, seed,
                           source, participants, _read_ehr_results(root, columns_config))
+
+
+def _read_csv_text(path: str) -> str:
+    """The CSV as text, strictly UTF-8 (a leading byte-order mark dropped). A file with bytes that are not UTF-8 is
+    one error naming the file, the byte offset and the line: such a file is nearly always in another encoding as a
+    whole (a Latin-1 / Windows-1252 export), so excluding just the rows with accents would silently lose data."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: CSV file not found") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}: expected UTF-8 text, found byte 0x{raw[err.start]:02x} at offset {err.start} "
+                        f"(line {line}); re-encode the whole file as UTF-8") from None
+
+
+def _has_words(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
 
 def _entity(path: str, key: str) -> str | None:
@@ -568,25 +614,33 @@ def curate_csv(
     """
     out = os.path.abspath(out)
     base = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        for option, column in (("image_column", image_column), ("report_column", report_column),
-                               ("patient_column", patient_column)):
-            if column and column not in header:
-                raise DataError(f"{csv_path}: expected column '{column}' (option '{option}'), found columns {header}")
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(_read_csv_text(csv_path), newline=""))
+    header = reader.fieldnames or []
+    for option, column in (("image_column", image_column), ("report_column", report_column),
+                           ("patient_column", patient_column)):
+        if column and column not in header:
+            raise DataError(f"{csv_path}: expected column '{column}' (option '{option}'), found columns {header}")
+    rows, line = [], reader.line_num + 1
+    for row in reader:  # a quoted report may span lines: a row's line is where it starts
+        rows.append((line, {k: v if v is not None else "" for k, v in row.items() if k is not None}))
+        line = reader.line_num + 1
     probes = ProbeCache(None if dry_run else os.path.join(out, "cache", "probes.json"))
     studies, exclusions, seen_content = [], [], {}
-    for line, row in enumerate(tqdm(rows, desc="probe images", unit="image", disable=not progress), start=2):
-        relative = row[image_column].strip()
+    for line, row in tqdm(rows, desc="probe images", unit="image", disable=not progress):
+        relative = row.get(image_column, "").strip()
+        if not relative:
+            exclusions.append(Exclusion(f"{os.path.basename(csv_path)}:{line}", "", "study", f"{csv_path}:{line}",
+                                        "no image", f"{csv_path}:{line}: expected an image path in column "
+                                        f"'{image_column}', found nothing"))
+            continue
         image = relative if os.path.isabs(relative) else os.path.join(base, relative)
         stem = os.path.basename(relative).split(".")[0]
-        patient = (row[patient_column].strip() if patient_column else None) or _entity(relative, "sub") or stem
+        patient = (row.get(patient_column, "").strip() if patient_column else None) or _entity(relative, "sub") or stem
         session = _entity(relative, "ses")
         study_id = f"{patient}_{session}" if session else stem
         try:
-            report = clean_report(check_report_text(row[report_column], f"{csv_path}:{line} column {report_column}"))
+            report = clean_report(check_report_text(row.get(report_column, ""),
+                                                    f"{csv_path}:{line} column {report_column}"))
         except DataError as err:
             exclusions.append(Exclusion(study_id, patient, "study", relative, "empty report", str(err)))
             continue

@@ -1,9 +1,10 @@
 """MONAI Label serving, end to end with a real server: ``monailabel start_server`` on 127.0.0.1 from MONAI Label's own
 venv, ``GET /info/`` and ``POST /infer/<model>`` with a synthetic volume and the real CT.
 
-- Segmentation: the three toy-trained, packed segmentation bundles unpacked into MONAI Label's stock ``monaibundle``
-  app (``--conf models t3d_btcv_seg,t3d_msd_lung,t3d_brats --conf zoo_source github --conf sam2 false``); the
-  returned label map must have the input's shape and only ``channel_def`` values.
+- Segmentation: the three toy-trained, packed segmentation bundles (toy builds, so served as ``<bundle>_toy``)
+  unpacked into MONAI Label's stock ``monaibundle`` app (``--conf models t3d_btcv_seg_toy,t3d_msd_lung_toy,t3d_brats_toy
+  --conf zoo_source github --conf sam2 false``); the returned label map must have the input's shape and only the
+  label-map values.
 - Classification: ``t3d_bimcv_cls`` through this repository's app (``custom/serving/monailabel_app``); the returned
   per-class scores must be probabilities, one per class of its ``channel_def``.
 
@@ -24,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bundle_toys import toy_pack, toy_validation_rows
+from bundle_toys import toy_name, toy_pack, toy_validation_rows
 from conftest import BUNDLES, REPO_ROOT
 
 pytestmark = pytest.mark.monailabel
@@ -36,7 +37,7 @@ if not os.path.isfile(MONAILABEL):
 
 requests = pytest.importorskip("requests")
 REAL_CT = os.path.join(REPO_ROOT, "tests", "data", "real_ct", "example_ct_sm.nii.gz")
-SEG = {  # bundle -> (datalist of its miniature, label values of its channel_def)
+SEG = {  # bundle -> (datalist of its miniature, values of its saved label map)
     "t3d_btcv_seg": ("dataset_0.json", set(range(14))),
     "t3d_msd_lung": ("datalist.json", {0, 1}),
     "t3d_brats": ("datalist.json", {0, 1, 2, 4}),
@@ -127,7 +128,8 @@ def _app(kind: str, tmp_path_factory, bundles: list[str]) -> str:
 def seg_server(tmp_path_factory):
     app_dir = _app("stock", tmp_path_factory, list(SEG))
     studies = tmp_path_factory.mktemp("studies_seg")
-    server = Server(app_dir, str(studies), list(SEG), str(tmp_path_factory.mktemp("logs") / "seg_server.log"))
+    models = [toy_name(b) for b in SEG]
+    server = Server(app_dir, str(studies), models, str(tmp_path_factory.mktemp("logs") / "seg_server.log"))
     yield server
     server.stop()
 
@@ -146,12 +148,16 @@ def _synthetic_image(bundle: str, tmp_path_factory) -> str:
 
 def test_info_lists_the_segmentation_models(seg_server):
     info = requests.get(f"{seg_server.url}/info/", timeout=30).json()
-    for bundle, (_, values) in SEG.items():
-        model = info["models"][bundle]
+    for bundle in SEG:
+        model = info["models"][toy_name(bundle)]
         assert model["type"] == "segmentation"
-        assert set(model["labels"].values()) == values - {0}  # background is not offered as a label
         with open(os.path.join(BUNDLES, bundle, "configs", "metadata.json")) as f:
-            assert model["version"] == json.load(f)["version"]
+            metadata = json.load(f)
+        # MONAI Label names labels after outputs.pred's channel_def, background excluded: the label values for BTCV and
+        # lung; for BraTS the three sigmoid channels TC / WT / ET (0 / 1 / 2), not the label map's 1 / 2 / 4
+        channel_def = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+        assert model["labels"] == {v.lower(): int(k) for k, v in channel_def.items() if v.lower() != "background"}
+        assert model["version"] == metadata["version"] + "-toy"  # a toy build
 
 
 @pytest.mark.parametrize("bundle, source", [
@@ -160,7 +166,7 @@ def test_info_lists_the_segmentation_models(seg_server):
 ])
 def test_infer_returns_a_label_map_in_the_input_shape(seg_server, bundle, source, tmp_path, tmp_path_factory):
     image = REAL_CT if source == "real_ct" else _synthetic_image(bundle, tmp_path_factory)
-    response = seg_server.infer(bundle, image, output="image")
+    response = seg_server.infer(toy_name(bundle), image, output="image")
     label_path = tmp_path / "label.nii.gz"
     label_path.write_bytes(response.content)
     label = np.asarray(nib.load(str(label_path)).dataobj)
@@ -250,9 +256,9 @@ def test_classification_bundle_returns_per_class_probabilities(cls_server, tmp_p
     with open(os.path.join(BUNDLES, CLS, "configs", "metadata.json")) as f:
         channel_def = next(iter(json.load(f)["network_data_format"]["outputs"].values()))["channel_def"]
     info = requests.get(f"{cls_server.url}/info/", timeout=30).json()
-    assert info["models"][CLS]["type"] == "classification"
+    assert info["models"][toy_name(CLS)]["type"] == "classification"
     for image in (REAL_CT, _synthetic_ct(tmp_path_factory)):
-        _check_scores(cls_server, CLS, channel_def, image)
+        _check_scores(cls_server, toy_name(CLS), channel_def, image)
 
 
 def _synthetic_ct(tmp_path_factory) -> str:

@@ -248,7 +248,8 @@ def test_toy_builds_say_so_and_releases_do_not(tmp_path):
     with pytest.raises(PackError) as caught:  # paper weights cannot pass as a toy
         pack(str(bundle), str(dist), overlays=["cpu_toy.json"])
     assert re.fullmatch(r"toy_bundle: \S+model.pt does not fit configs/inference.json \+ cpu_toy.json network_def "
-                        r"\(Linear\): 1 shape mismatch\(es\) \(checkpoint vs network\): weight \[1, 3\] vs \[1, 2\]; .*",
+                        r"\(Linear\): 1 shape mismatch\(es\) \(checkpoint vs network\): "
+                        r"weight \[1, 3\] vs \[1, 2\]; .*",
                         str(caught.value))
     release = pack(str(bundle), str(dist))
     assert os.path.basename(release) == "toy_bundle_v0.1.0.zip"
@@ -259,7 +260,8 @@ def test_toy_builds_say_so_and_releases_do_not(tmp_path):
     toy_weights = tmp_path / "toy" / "model.pt"
     toy_weights.parent.mkdir()
     torch.save(torch.nn.Linear(2, 1).state_dict(), toy_weights)
-    with pytest.raises(PackError, match="does not fit configs/inference.json network_def"):  # toy cannot pass as release
+    # toy weights cannot pass as a release
+    with pytest.raises(PackError, match="does not fit configs/inference.json network_def"):
         pack(str(bundle), str(dist), weights=str(toy_weights))
     toy = pack(str(bundle), str(dist), weights=str(toy_weights), overlays=["cpu_toy.json"])
     assert os.path.basename(toy) == "toy_bundle_toy_v0.1.0-toy.zip"
@@ -271,14 +273,15 @@ def test_toy_builds_say_so_and_releases_do_not(tmp_path):
         metadata = json.loads(archive.read("toy_bundle_toy/configs/metadata.json"))
         card = archive.read("toy_bundle_toy/docs/README.md").decode()
     assert metadata["version"] == "0.1.0-toy" and "0.1.0-toy" in metadata["changelog"]
-    assert "TOY" in metadata["name"] and TOY_BANNER in metadata["description"] and TOY_BANNER in metadata["intended_use"]
+    assert "TOY" in metadata["name"]
+    assert TOY_BANNER in metadata["description"] and TOY_BANNER in metadata["intended_use"]
     assert card.startswith(f"> **{TOY_BANNER}**\n") and card.endswith("# Toy\n") and "weights-status" not in card
     with open(dist / "model_info.json") as f:
         assert sorted(json.load(f)) == ["toy_bundle_toy_v0.1.0-toy", "toy_bundle_v0.1.0"]
 
 
 def _config_custom_names(config_dir: str) -> set[str]:
-    """``custom.*`` names of every ``_target_`` and ``$`` expression of a bundle's configs (metadata.json is not run)."""
+    """``custom.*`` names of every ``_target_`` and ``$`` expression of a bundle's configs (not metadata.json)."""
     names = set()
 
     def walk(value, key=None):

@@ -224,6 +224,32 @@ def test_inference_writes_one_label_map_in_input_geometry(toy):
         assert set(np.unique(np.asarray(saved.dataobj)).tolist()) <= set(spec.label_map_values)
 
 
+def test_brats2023_miniature_trains_and_infers_with_the_toy_config(tmp_path):
+    """The BraTS 2023 layout (``BraTS-GLI-*``, t2f / t1n / t1c / t2w, labels 1 NCR / 2 SNFH / 3 ET) through the
+    bundle: its datalist, 2 toy training iterations and a validation, then inference on its case folders (the images
+    found from the layout) writing one BraTS label map per case in the input geometry."""
+    from custom.data.seg_datasets import brats
+
+    data = tmp_path / "BraTS2023"
+    datalist = brats.write_miniature(str(data), num_cases=4, layout="2023")  # 32^3 at 6 mm: the toy's grid
+    run_workflow(
+        "t3d_brats", ["train.json", "cpu_toy.json"], dataset_dir=str(data), datalist=datalist, num_workers=0,
+        max_epochs=1, val_interval=1, ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "runs"),
+        **{"train#trainer#epoch_length": 2},
+    )
+    assert (tmp_path / "models" / "model.pt").is_file()
+    run_workflow("t3d_brats", ["inference.json", "cpu_toy.json"], dataset_dir=str(data), num_workers=0,
+                 ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "infer"))
+    cases = sorted(d for d in os.listdir(data) if os.path.isdir(data / d))
+    assert cases == [f"BraTS-GLI-{i:05d}-000" for i in range(4)]
+    for case in cases:
+        reference = nib.load(str(data / case / f"{case}-seg.nii.gz"))
+        saved = nib.load(str(tmp_path / "infer" / f"{case}-t2f_seg.nii.gz"))
+        assert saved.shape == reference.shape
+        np.testing.assert_allclose(saved.affine, reference.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(saved.dataobj)).tolist()) <= {0, 1, 2, 4}  # BraTS label map, any source
+
+
 def test_btcv_on_the_real_ct(tmp_path_factory, tmp_path):
     """Real geometry (3 mm, 122 x 101 x 30, TotalSegmentator reference): inference and evaluate run, outputs align."""
     toy = toy_run("t3d_btcv_seg", tmp_path_factory)

@@ -76,6 +76,74 @@ def test_msd_task01_and_brats2021_read_to_the_same_channels_and_regions(tmp_path
         assert a["label"].shape == (3, *SMALL) and a["label"][1].sum() >= a["label"][0].sum() >= a["label"][2].sum() > 0
 
 
+def _brats_load():
+    return Compose(
+        [LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]), ConvertToBratsRegionsd("label")])
+
+
+def test_brats2023_layout_reads_to_the_same_channels_and_regions_as_brats2021(tmp_path):
+    """Same phantoms written in both layouts: the datalists differ only in file names and label scheme, and the
+    loaded channels (FLAIR, T1, T1ce, T2 <- t2f, t1n, t1c, t2w) and TC / WT / ET regions are identical."""
+    path21 = brats.write_miniature(str(tmp_path / "BraTS2021"), num_cases=3, shape=SMALL)
+    path23 = brats.write_miniature(str(tmp_path / "BraTS2023"), num_cases=3, shape=SMALL, layout="2023")
+    content = json.load(open(path23))
+    assert content["description"].startswith("BraTS 2023") and content["tumour_label_scheme"] == "brats2023"
+    assert content["labels"]["3"].startswith("enhancing") and "4" not in content["labels"]
+    rows21, rows23 = load_split(path21, "training"), load_split(path23, "training")
+    assert [r["patient_id"].split("-")[2] for r in rows23] == [r["patient_id"].split("_")[1] for r in rows21]
+    row = rows23[0]
+    assert row["tumour_label_scheme"] == "brats2023"
+    assert [os.path.basename(p) for p in row["image"]] == [
+        f"BraTS-GLI-00000-000-{m}.nii.gz" for m in ("t2f", "t1n", "t1c", "t2w")]
+    assert os.path.basename(row["label"]) == "BraTS-GLI-00000-000-seg.nii.gz"
+    assert set(np.unique(nib.load(row["label"]).get_fdata())) == {0, 1, 2, 3}  # 2023 numbering on disk
+    load = _brats_load()
+    for a_row, b_row in zip(rows21, rows23):
+        a, b = load(a_row), load(b_row)
+        torch.testing.assert_close(a["image"], b["image"])
+        torch.testing.assert_close(a["label"], b["label"])
+        assert b["label"].shape == (3, *SMALL) and b["label"][1].sum() >= b["label"][0].sum() >= b["label"][2].sum() > 0
+    # inference reads the same four files per case, whatever the layout
+    every = sorted(rows23 + load_split(path23, "validation"), key=lambda r: r["patient_id"])
+    assert brats.inference_images(str(tmp_path / "BraTS2023")) == [r["image"] for r in every]
+
+
+def test_brats_folder_of_neither_layout_is_one_line_naming_it(tmp_path):
+    brats.write_miniature(str(tmp_path / "b"), num_cases=2, shape=SMALL, layout="2023")
+    odd = tmp_path / "b" / "case_007"
+    odd.mkdir()
+    (odd / "case_007_T1.nii.gz").write_bytes(b"")
+    with pytest.raises(DataError) as excinfo:
+        brats.build_datalist(str(tmp_path / "b"))
+    assert _one_line_error(excinfo) == (
+        f"{odd}: expected BraTS 2021 files (case_007_flair.nii.gz, _t1, _t1ce, _t2, _seg) or BraTS 2023 files "
+        "(case_007-t2f.nii.gz, -t1n, -t1c, -t2w, -seg), found case_007_T1.nii.gz")
+
+
+def test_brats_layouts_are_not_mixed_and_2023_missing_files_are_named(tmp_path):
+    brats.write_miniature(str(tmp_path / "b"), num_cases=2, shape=SMALL, layout="2023")
+    brats.write_miniature(str(tmp_path / "old"), num_cases=2, shape=SMALL)
+    os.rename(tmp_path / "old" / "BraTS2021_00000", tmp_path / "b" / "BraTS2021_00000")
+    with pytest.raises(DataError) as excinfo:
+        brats.build_datalist(str(tmp_path / "b"))
+    assert _one_line_error(excinfo) == (f"{tmp_path / 'b'}: expected case folders of one BraTS layout, found "
+                                        "BraTS 2021 (BraTS2021_00000), BraTS 2023 (BraTS-GLI-00000-000)")
+    shutil.rmtree(tmp_path / "b" / "BraTS2021_00000")
+    case = tmp_path / "b" / "BraTS-GLI-00001-000"
+    os.remove(case / "BraTS-GLI-00001-000-t1c.nii.gz")
+    with pytest.raises(DataError) as excinfo:
+        brats.build_datalist(str(tmp_path / "b"))
+    assert _one_line_error(excinfo) == f"{case}: expected modality 't1c' (BraTS-GLI-00001-000-t1c.nii.gz), found none"
+
+
+def test_brats2023_label_values_outside_its_scheme():
+    label = torch.zeros(1, *SMALL)
+    label[0, 1, 1, 1] = 4  # a BraTS 2021 value in a file read with the 2023 numbering
+    with pytest.raises(DataError) as excinfo:
+        ConvertToBratsRegionsd("label")({"label": label, "tumour_label_scheme": "brats2023"})
+    assert "expected label values in [0, 1, 2, 3], found [4]" in _one_line_error(excinfo)
+
+
 def test_brats_regions_round_trip_to_the_label_map():
     phantom = render_brain_phantom(SMALL, seed=3)
     label = torch.as_tensor(phantom.label)[None]

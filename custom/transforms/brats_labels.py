@@ -22,7 +22,8 @@ __all__ = ["LABEL_SCHEMES", "REGIONS", "ConvertToBratsRegionsd", "BratsRegionsTo
 
 #: tissue -> label value, per source numbering
 LABEL_SCHEMES: dict[str, dict[str, int]] = {
-    "brats": {"necrotic": 1, "edema": 2, "enhancing": 4},
+    "brats": {"necrotic": 1, "edema": 2, "enhancing": 4},  # BraTS 2021 and earlier
+    "brats2023": {"necrotic": 1, "edema": 2, "enhancing": 3},  # BraTS 2023+ (1 NCR, 2 SNFH, 3 ET)
     "msd_task01": {"edema": 1, "necrotic": 2, "enhancing": 3},
 }
 #: output channel order and the tissues each region contains

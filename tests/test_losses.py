@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from custom.losses.report_affinity import ReportAffinity
 from custom.losses.tcl import TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
+
+
+def _tcl(source: str) -> TextInformedContrastiveLoss:
+    return TextInformedContrastiveLoss(ReportAffinity(source))
 
 
 def _clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -19,7 +26,7 @@ def test_tcl_equals_clip_loss_for_one_crop_without_soft_negatives():
     torch.manual_seed(0)
     image, text = F.normalize(torch.randn(6, 16), dim=-1), F.normalize(torch.randn(6, 16), dim=-1)
     logit_scale = torch.tensor(2.3)
-    loss = TextInformedContrastiveLoss("none")(image, text, torch.arange(6), logit_scale)
+    loss = _tcl("none")(image, text, torch.arange(6), logit_scale)
     assert torch.allclose(loss, _clip_loss(image, text, logit_scale), atol=1e-6)
 
 
@@ -28,33 +35,58 @@ def test_tcl_all_crops_of_a_volume_are_positives():
     crops_aligned = torch.eye(3).repeat_interleave(2, dim=0)  # two crops per volume, each on its own report
     crops_swapped = crops_aligned[[0, 2, 1, 3, 4, 5]]  # second crop of volume 0 points at report 1
     image_to_text = torch.arange(3).repeat_interleave(2)
-    loss = TextInformedContrastiveLoss("none")
+    loss = _tcl("none")
     scale = torch.tensor(3.0)
     assert loss(crops_aligned, text, image_to_text, scale) < loss(crops_swapped, text, image_to_text, scale)
 
 
-def _grad_towards_other_report(mode: str) -> float:
-    """d loss / d <image_0, text_1> direction for two studies with the *same* report text features."""
+def _grad_towards_other_report(source: str) -> float:
+    """d loss / d <image_0, text_1> direction for two studies with the *same* findings (label vectors 0 and 1 equal)."""
     torch.manual_seed(1)
     image = F.normalize(torch.randn(3, 8), dim=-1).requires_grad_(True)
     text = torch.eye(3, 8)  # orthonormal reports, so the gradient's component along text_1 is read off cleanly
-    report_features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # reports 0 and 1 identical
-    loss = TextInformedContrastiveLoss(mode)(image, text, torch.arange(3), torch.tensor(2.0), report_features)
+    label_vectors = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    loss = _tcl(source)(image, text, torch.arange(3), torch.tensor(2.0), label_vectors)
     loss.backward()
     return float(image.grad[0] @ text[1])
 
 
-def test_identical_reports_are_not_pushed_apart():
+def test_reports_with_the_same_findings_are_not_pushed_apart():
     # gradient descent moves image_0 along -grad: a positive dot product pushes it away from text_1
     assert _grad_towards_other_report("none") > 0
-    assert _grad_towards_other_report("threshold") < 0
-    assert _grad_towards_other_report("soft") < 0
+    assert _grad_towards_other_report("labels") < 0
+    assert _grad_towards_other_report("label_overlap") < 0
 
 
-def test_tcl_threshold_affinity_matrix():
-    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])
-    affinity = TextInformedContrastiveLoss("threshold", similarity_threshold=0.9).report_affinity(features, 3, "cpu")
-    assert torch.equal(affinity, torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+def test_label_affinities_and_the_positive_fraction():
+    labels = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    exact = ReportAffinity("labels")(labels, 4, "cpu")
+    assert torch.equal(exact, torch.tensor([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    overlap = ReportAffinity("label_overlap")(labels, 4, "cpu")
+    assert torch.allclose(overlap[2, 3], torch.tensor(0.5)) and overlap[0, 1] == 1 and overlap[0, 2] == 0
+    loss = _tcl("labels")
+    loss(F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1), torch.arange(4), torch.tensor(1.0), labels)
+    assert abs(loss.positive_fraction - 2 / 12) < 1e-6  # the pair (0, 1), both ways, of 4 * 3 ordered pairs
+
+
+def test_all_positive_batch_is_flagged_by_the_fraction():
+    loss = _tcl("labels")
+    loss(F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1), torch.arange(4), torch.tensor(1.0), torch.zeros(4, 3))
+    assert loss.positive_fraction == 1.0
+
+
+def test_tcl_logits_are_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    image = F.normalize(torch.randn(8, 64), dim=-1)
+    text = F.normalize(torch.randn(4, 64), dim=-1)
+    loss = _tcl("none")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = loss.logits(image, text, torch.tensor(4.6))
+        value = loss(image, text, torch.arange(4).repeat_interleave(2), torch.tensor(4.6))
+        reference_bf16 = image @ text.T  # what a matmul under autocast returns
+    assert reference_bf16.dtype == torch.bfloat16  # the premise: autocast matmuls are bfloat16
+    assert logits.dtype == torch.float32 and value.dtype == torch.float32
+    assert torch.allclose(logits, math.exp(4.6) * image @ text.T, atol=1e-4)
 
 
 def test_tir_is_zero_for_perfect_restoration_and_counts_masked_voxels_only_when_asked():

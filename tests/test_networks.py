@@ -161,3 +161,20 @@ def test_t3d_text_whitening_is_fitted_from_reports_and_needs_a_frozen_encoder(of
     with pytest.raises(ValueError, match="text_whitening: 8 components need a fully frozen text encoder"):
         T3DModel(BasicUNetBackbone(features=SMALL_UNET), HFTextEncoder(offline_text_encoder, frozen_layers=1),
                  embed_dim=16, interactor_heads=4, text_whitening=8)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_embedding_heads_do_not_depend_on_batch_mates(mode):
+    from custom.networks.image_head import ImageEmbeddingHead
+    from custom.networks.projection import ProjectionHead
+
+    torch.manual_seed(0)
+    projection, image_head = ProjectionHead(32, 16), ImageEmbeddingHead(32, 16)
+    vectors, tokens = torch.randn(4, 32), torch.randn(4, 27, 32)
+    for head, inputs in ((projection, vectors), (image_head, tokens)):
+        head.train(mode == "train")
+        single = torch.cat([head(inputs[i : i + 1]) for i in range(4)])  # a per-GPU batch of 1 works
+        for size in (1, 2, 4):
+            assert torch.allclose(head(inputs[:size]), single[:size], atol=1e-6)
+    two = projection(torch.randn(2, 32))
+    assert float(two[0] @ two[1]) > -0.99  # batch norm forced any two outputs to cosine -1

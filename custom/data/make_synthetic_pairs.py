@@ -1,6 +1,7 @@
 """Write a synthetic image-report pairs set in the on-disk form real data uses: NIfTI volumes + a MONAI datalist.
 
     python -m custom.data.make_synthetic_pairs --out_dir data/synthetic_pairs --num_train 48 --num_val 16
+    python -m custom.data.make_synthetic_pairs --out_dir data/synthetic_pairs_short --report_style short
 
 Layout::
 
@@ -23,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from custom.data.synthetic_ct import FINDING_NAMES, render_phantom, sample_findings
-from custom.data.synthetic_reports import write_report
+from custom.data.synthetic_reports import REPORT_STYLES, write_report
 
 from custom.engines.distributed import main_process_first
 
@@ -46,9 +47,19 @@ def make_synthetic_pairs(
     seed: int = 0,
     abnormal_rate: float = 0.75,
     with_labels: bool = False,
+    report_style: str = "long",
 ) -> str:
-    """Generate ``num_train + num_val`` studies into ``out_dir``; returns the datalist path."""
+    """Generate ``num_train + num_val`` studies into ``out_dir``; returns the datalist path.
+
+    ``report_style``: "long" (realistic TECHNIQUE/FINDINGS/IMPRESSION reports, 100-300 words, mostly normal
+    statements) or "short" (the original one-to-five-sentence reports); see :mod:`custom.data.synthetic_reports`.
+    """
+    if report_style not in REPORT_STYLES:
+        raise ValueError(f"report_style: expected one of {REPORT_STYLES}, found {report_style!r}")
     rng = np.random.default_rng(seed)
+    # The short report is always drawn from the main stream; a long one is then drawn from a stream of its own. So
+    # volumes, findings and the split are the same for both styles (and the same as before the long style existed).
+    report_rng = np.random.default_rng([seed, 1])
     rows: list[dict] = []
     patient = 0
     while len(rows) < num_train + num_val:
@@ -60,9 +71,12 @@ def make_synthetic_pairs(
             study_id = f"SYN{patient:04d}_S{session:02d}"
             image_rel = f"images/{study_id}.nii.gz"
             _save_nifti(phantom.image, phantom.affine, os.path.join(out_dir, image_rel))
+            report = write_report(findings, rng, style="short")
+            if report_style == "long":
+                report = write_report(findings, report_rng, style="long")
             row = {
                 "image": image_rel,
-                "report": write_report(findings, rng),
+                "report": report,
                 "patient_id": f"SYN{patient:04d}",
                 "study_id": study_id,
                 "labels": [f.name for f in findings],

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from custom.data.checks import DataError, check_report_text, read_text_file
 from custom.data.volume_cache import VolumeCache
-from custom.transforms.report_text import clean_report, report_fingerprint
+from custom.transforms.report_text import clean_report
 from custom.transforms.subvolume import grid_crop_origins, read_crop, sample_crop_origins
 
 __all__ = ["load_pairs", "PairsDataset"]
@@ -87,8 +87,9 @@ class PairsDataset(Dataset):
     """Crops and reports for T3D.
 
     Item: ``image`` ``(K, 1, *crop_size)`` float32 crops at the cached (native) resolution, ``index`` int, and when
-    the rows have reports: ``report`` str and ``report_features`` ``(F,)`` lexical fingerprint for TCL's soft
-    negatives. Rows without reports (inference on images only) give images only.
+    the rows have reports: ``report`` str; when every row has one, ``label_vector`` ``(C,)`` float32 (the finding
+    labels TCL's ``"labels"`` report affinity compares). Rows without reports (inference on images only) give
+    images only.
     Training mode draws ``crops_per_volume`` body-biased random crops per call; with ``eval_grid=n`` it returns the
     same ``n**3`` grid crops every time (evaluation and retrieval).
     """
@@ -101,7 +102,6 @@ class PairsDataset(Dataset):
         crops_per_volume: int = 4,
         foreground_prob: float = 0.9,
         eval_grid: int | None = None,
-        fingerprint_dim: int = 512,
         prepare: bool = True,
     ) -> None:
         self.rows = list(rows)
@@ -111,9 +111,12 @@ class PairsDataset(Dataset):
         self.foreground_prob = foreground_prob
         self.eval_grid = eval_grid
         self.has_reports = all("report" in r for r in self.rows)
-        self.fingerprints = (
-            np.stack([report_fingerprint(r["report"], fingerprint_dim) for r in self.rows]) if self.has_reports else None
-        )
+        self.label_vectors = None
+        if self.rows and all("label_vector" in r for r in self.rows):
+            lengths = {len(r["label_vector"]) for r in self.rows}
+            if len(lengths) != 1:
+                raise DataError(f"label_vector: expected one length in every row, found lengths {sorted(lengths)}")
+            self.label_vectors = np.asarray([r["label_vector"] for r in self.rows], dtype=np.float32)
         if prepare:
             cache.prepare([r["image"] for r in self.rows])
 
@@ -135,5 +138,6 @@ class PairsDataset(Dataset):
         item = {"image": torch.from_numpy(crops), "index": index}
         if self.has_reports:
             item["report"] = row["report"]
-            item["report_features"] = torch.from_numpy(self.fingerprints[index])
+        if self.label_vectors is not None:
+            item["label_vector"] = torch.from_numpy(self.label_vectors[index])
         return item

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -13,12 +14,16 @@ from monai.utils import ensure_tuple
 from torch.utils.data import DataLoader, DistributedSampler
 
 from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
-from custom.losses.tcl import TextInformedContrastiveLoss
+from custom.losses.report_affinity import ReportAffinity
+from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
+from custom.networks.t3d import T3DOutput
 from custom.transforms.corruption import BlockMaskCorruption
 from custom.weights.checkpoint import unwrap
 
-__all__ = ["T3DTrainer", "loss_terms", "step_terms"]
+__all__ = ["T3DTrainer", "loss_terms", "report_keys", "step_terms"]
+
+logger = logging.getLogger(__name__)
 
 
 def step_terms(output: list | dict) -> dict:
@@ -30,9 +35,20 @@ def step_terms(output: list | dict) -> dict:
 
 
 def loss_terms(output: list | dict) -> dict:
-    """``engine.state.output`` -> the numbers ``StatsHandler``/TensorBoard print: total, TCL and TIR losses."""
+    """``engine.state.output`` -> the numbers ``StatsHandler``/TensorBoard print: total, TCL and TIR losses, and the
+    fraction of report pairs TCL treated as positives (``positives``)."""
     terms = step_terms(output)
-    return {key: terms[key] for key in ("loss", "tcl", "tir")}
+    return {key: terms[key] for key in ("loss", "tcl", "tir", "positives")}
+
+
+def report_keys(affinity: ReportAffinity, batchdata: dict, out: T3DOutput, device: torch.device) -> torch.Tensor | None:
+    """What TCL's report affinity compares for this batch: the rows' label vectors ``(B, C)``, the text encoder's
+    pooled vectors ``(B, H)``, or nothing."""
+    if affinity.needs_labels:
+        return batchdata["label_vector"].to(device)
+    if affinity.needs_text:
+        return out.report_vectors
+    return None
 
 
 class T3DTrainer(Trainer):
@@ -45,6 +61,9 @@ class T3DTrainer(Trainer):
     bar per epoch with the current losses. ``precise_bn_batches`` > 0 recomputes the batch-norm running statistics
     over that many training batches every ``precise_bn_every`` epochs and after the last one
     (:func:`recompute_batch_norm_statistics`), before any validation or checkpoint of that epoch.
+    ``positives`` in the step's terms is the fraction of different-report pairs TCL treated as positives; above
+    ``max_positive_fraction`` the targets approach uniform (where a collapsed embedding is optimal) and a warning
+    names the step (the first time, then a count at each epoch end).
     """
 
     def __init__(
@@ -68,6 +87,7 @@ class T3DTrainer(Trainer):
         method: str = "t3d",
         precise_bn_batches: int = 0,
         precise_bn_every: int = 1,
+        max_positive_fraction: float = 0.5,
     ) -> None:
         if method != "t3d":  # `--method ssl_swin` without its overlay would otherwise silently train T3D
             raise ValueError(
@@ -100,6 +120,10 @@ class T3DTrainer(Trainer):
         self.tir_weight = tir_weight
         self.amp_dtype = getattr(torch, amp_dtype)
         self.gradient_clip = gradient_clip
+        self.max_positive_fraction = max_positive_fraction
+        self._steps_over_positive_bound = 0
+        if tcl_loss is not None and tcl_weight:
+            self.add_event_handler(Events.EPOCH_COMPLETED, self._report_positive_fraction)
         if progress_bar if progress_bar is not None else sys.stdout.isatty():
             ProgressBar(persist=False).attach(self, output_transform=loss_terms)
 
@@ -109,6 +133,24 @@ class T3DTrainer(Trainer):
             return
         network = unwrap(engine.network)  # DDP would all-reduce gradients that are never computed here
         recompute_batch_norm_statistics(network, engine.data_loader, lambda batch: self._forward(network, batch), num_batches)
+
+    def _check_positive_fraction(self, fraction: float) -> None:
+        if fraction <= self.max_positive_fraction:
+            return
+        if self._steps_over_positive_bound == 0:
+            logger.warning(
+                f"TCL: {fraction:.2f} of report pairs are positives at iteration {self.state.iteration} "
+                f"(max_positive_fraction {self.max_positive_fraction}); targets near uniform favour a collapsed "
+                f"embedding: check report_affinity ('{self.tcl_loss.affinity.source}')"
+            )
+        self._steps_over_positive_bound += 1
+
+    def _report_positive_fraction(self, engine: "T3DTrainer") -> None:
+        if self._steps_over_positive_bound:
+            logger.warning(
+                f"TCL: epoch {engine.state.epoch}: {self._steps_over_positive_bound} step(s) so far with more than "
+                f"{self.max_positive_fraction} of report pairs as positives"
+            )
 
     def _forward(self, network: torch.nn.Module, batchdata: dict) -> tuple:
         """Crops ``(B, K, 1, *S)`` -> ``(out, crops (B*K, 1, *S), mask, crop_to_report (B*K,))``."""
@@ -125,17 +167,16 @@ class T3DTrainer(Trainer):
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         out, crops, mask, crop_to_report = engine._forward(engine.network, batchdata)
-        report_features = batchdata["report_features"].to(crops.device)
         device_type = crops.device.type
+        zero = crops.new_zeros(())
+        tcl = zero
+        if engine.tcl_weight:  # float32 logits outside autocast: the loss switches autocast off itself
+            keys = report_keys(engine.tcl_loss.affinity, batchdata, out, crops.device)
+            tcl = engine.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, keys)
+            engine._check_positive_fraction(engine.tcl_loss.positive_fraction)
         with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
-            zero = crops.new_zeros(())
-            tcl = (
-                engine.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, report_features)
-                if engine.tcl_weight
-                else zero
-            )
             tir = engine.tir_loss(out.restored, crops, mask) if engine.tir_weight else zero
-            loss = engine.tcl_weight * tcl + engine.tir_weight * tir
+        loss = engine.tcl_weight * tcl + engine.tir_weight * tir.float()
         scaler = engine.scaler if engine.amp and engine.amp_dtype == torch.float16 and device_type == "cuda" else None
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -153,6 +194,7 @@ class T3DTrainer(Trainer):
             "loss": float(loss.detach()),
             "tcl": float(tcl.detach()),
             "tir": float(tir.detach()),
-            "temperature": float(1.0 / out.logit_scale.detach().clamp(max=4.6052).exp()),
+            "temperature": float(1.0 / out.logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp()),
+            "positives": engine.tcl_loss.positive_fraction if engine.tcl_weight else 0.0,
         }
         return [terms]

@@ -13,7 +13,6 @@ Labels are each row's multi-hot ``label_vector`` over ``class_names`` (checked: 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +21,7 @@ from ignite.engine import Engine
 from custom.data.checks import DataError
 from custom.engines.classification_report import ClassificationReport
 from custom.engines.embedding_collector import EmbeddingCollector
+from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.evaluation.zero_shot import class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
 from custom.weights.checkpoint import unwrap
 
@@ -61,7 +61,7 @@ class ZeroShotClassification(EmbeddingCollector):
         model = unwrap(engine.network)
         model.eval()
         positive, negative = class_prompt_embeddings(model.embed_reports, self.prompt_set)
-        scale = float(model.logit_scale.detach().clamp(max=math.log(100.0)).exp())
+        scale = float(model.logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp())
         probabilities = zero_shot_probabilities(images, positive.cpu(), negative.cpu(), scale)
         labels = torch.tensor([self.labels[i] for i in indices])
         extra = {"prompt_file": self.prompt_set.path, "prompt_version": self.prompt_set.version,

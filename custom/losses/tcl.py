@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TextInformedContrastiveLoss", "gather_with_local_grad"]
+from custom.losses.report_affinity import ReportAffinity, off_diagonal_positive_fraction
+
+__all__ = ["LOGIT_SCALE_MAX", "TextInformedContrastiveLoss", "gather_with_local_grad"]
+
+#: upper bound of the learnable log inverse temperature (CLIP's: the temperature never goes below 0.01)
+LOGIT_SCALE_MAX = math.log(100.0)
 
 
 def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -32,47 +39,32 @@ class TextInformedContrastiveLoss(nn.Module):
     """Bidirectional InfoNCE between sub-volume and report embeddings with report-informed soft targets.
 
     Every crop is a positive of its own report (so the K crops of a volume share one positive). A report ``j`` other
-    than crop ``n``'s own report ``r(n)`` also counts as positive with weight ``A[r(n), j]``, where ``A`` comes from the
-    cosine similarity ``S`` of the reports' ``report_features``:
-
-    - ``"threshold"``: ``A = 1`` where ``S >= similarity_threshold``, else 0 (identical "no acute findings" reports
-      are positives of each other, not negatives);
-    - ``"soft"``: ``A = exp((S - 1) / soft_temperature)``, 1 for identical reports, decaying with dissimilarity;
-    - ``"none"``: ``A`` is the identity (plain multi-positive InfoNCE; with K = 1 this is exactly the CLIP loss).
+    than crop ``n``'s own report ``r(n)`` also counts as positive with weight ``A[r(n), j]`` from ``affinity``
+    (:class:`~custom.losses.report_affinity.ReportAffinity`: equal label vectors, their overlap, calibrated text
+    similarity, or none; with ``"none"`` and K = 1 this is exactly the CLIP loss).
 
     Target rows are normalised to sum to one; the loss is the mean of the image->text and text->image soft cross
-    entropies. Under DDP all inputs are gathered across ranks first (global batch, gradients to the local part).
+    entropies. Logits and log-softmax are computed in float32 outside any autocast region (under bf16 autocast a
+    matmul returns bfloat16, whose 8-bit mantissa rounds logits of scale up to 100 by up to 0.4). Under DDP all
+    inputs are gathered across ranks first (global batch, gradients to the local part).
 
     Inputs of ``forward``: ``image_embeddings`` ``(N, E)`` and ``text_embeddings`` ``(B, E)``, both L2-normalised;
     ``image_to_text`` ``(N,)`` index of each crop's report in the local batch; ``logit_scale`` scalar (log inverse
-    temperature, clamped at log 100); ``report_features`` ``(B, F)`` any features whose cosine defines report
-    similarity (lexical fingerprints, or detached text embeddings), needed unless mode is ``"none"``.
+    temperature, clamped at :data:`LOGIT_SCALE_MAX`); ``report_keys`` ``(B, F)`` what the affinity compares (label
+    vectors or pooled text vectors), needed unless the source is ``"none"``.
+    After each call ``positive_fraction`` holds the mean off-diagonal affinity of the (global) batch.
     """
 
-    def __init__(
-        self, soft_negatives: str = "threshold", similarity_threshold: float = 0.9, soft_temperature: float = 0.1
-    ) -> None:
+    def __init__(self, affinity: ReportAffinity | None = None) -> None:
         super().__init__()
-        if soft_negatives not in ("threshold", "soft", "none"):
-            raise ValueError(f"soft_negatives: expected 'threshold', 'soft' or 'none', found '{soft_negatives}'")
-        self.soft_negatives = soft_negatives
-        self.similarity_threshold = similarity_threshold
-        self.soft_temperature = soft_temperature
+        self.affinity = affinity if affinity is not None else ReportAffinity("none")
+        self.positive_fraction = 0.0
 
-    def report_affinity(self, report_features: torch.Tensor | None, num_reports: int, device: torch.device) -> torch.Tensor:
-        """``(B, B)`` weights of report j as a positive for report i (1 on the diagonal)."""
-        identity = torch.eye(num_reports, device=device)
-        if self.soft_negatives == "none":
-            return identity
-        if report_features is None:
-            raise ValueError(f"TCL with soft_negatives='{self.soft_negatives}': expected report_features, found None")
-        features = F.normalize(report_features.detach().float(), dim=-1)
-        similarity = features @ features.T
-        if self.soft_negatives == "threshold":
-            affinity = (similarity >= self.similarity_threshold).float()
-        else:
-            affinity = torch.exp((similarity - 1.0) / self.soft_temperature)
-        return torch.maximum(affinity, identity)
+    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        """``(N, E)``, ``(B, E)`` -> float32 ``(N, B)`` scaled cosine similarities, whatever autocast is active."""
+        with torch.autocast(image_embeddings.device.type, enabled=False):
+            scale = logit_scale.float().clamp(max=LOGIT_SCALE_MAX).exp()
+            return scale * image_embeddings.float() @ text_embeddings.float().T
 
     def forward(
         self,
@@ -80,21 +72,22 @@ class TextInformedContrastiveLoss(nn.Module):
         text_embeddings: torch.Tensor,
         image_to_text: torch.Tensor,
         logit_scale: torch.Tensor,
-        report_features: torch.Tensor | None = None,
+        report_keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
         offset = text_embeddings.shape[0] * (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
         image_embeddings = gather_with_local_grad(image_embeddings)
         text_embeddings = gather_with_local_grad(text_embeddings)
         image_to_text = gather_with_local_grad(image_to_text + offset)
-        if report_features is not None:
-            report_features = gather_with_local_grad(report_features)
+        if report_keys is not None:
+            report_keys = gather_with_local_grad(report_keys)
 
-        scale = logit_scale.clamp(max=4.6052).exp()
-        logits_image_to_text = scale * image_embeddings.float() @ text_embeddings.float().T  # (N, B)
-        affinity = self.report_affinity(report_features, text_embeddings.shape[0], text_embeddings.device)
-        pair_affinity = affinity[image_to_text]  # (N, B): crop n vs report j
-        image_targets = pair_affinity / pair_affinity.sum(1, keepdim=True)
-        text_targets = pair_affinity.T / pair_affinity.T.sum(1, keepdim=True)  # (B, N): report j vs crop n
-        loss_image = -(image_targets * F.log_softmax(logits_image_to_text, dim=1)).sum(1).mean()
-        loss_text = -(text_targets * F.log_softmax(logits_image_to_text.T, dim=1)).sum(1).mean()
-        return 0.5 * (loss_image + loss_text)
+        logits_image_to_text = self.logits(image_embeddings, text_embeddings, logit_scale)  # (N, B) float32
+        affinity = self.affinity(report_keys, text_embeddings.shape[0], text_embeddings.device)
+        self.positive_fraction = off_diagonal_positive_fraction(affinity)
+        with torch.autocast(logits_image_to_text.device.type, enabled=False):
+            pair_affinity = affinity[image_to_text]  # (N, B): crop n vs report j
+            image_targets = pair_affinity / pair_affinity.sum(1, keepdim=True)
+            text_targets = pair_affinity.T / pair_affinity.T.sum(1, keepdim=True)  # (B, N): report j vs crop n
+            loss_image = -(image_targets * F.log_softmax(logits_image_to_text, dim=1)).sum(1).mean()
+            loss_text = -(text_targets * F.log_softmax(logits_image_to_text.T, dim=1)).sum(1).mean()
+            return 0.5 * (loss_image + loss_text)

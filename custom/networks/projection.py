@@ -10,19 +10,24 @@ __all__ = ["ProjectionHead"]
 
 
 class ProjectionHead(nn.Module):
-    """``(B, in_dim)`` -> L2-normalised ``(B, out_dim)`` through Linear-GELU-Linear-BatchNorm.
+    """``(B, in_dim)`` -> L2-normalised ``(B, out_dim)`` through LayerNorm-Linear-GELU-Linear.
 
-    The closing (non-affine) batch norm centres every output dimension over the batch before the L2 norm. Without it
-    a freshly initialised head maps every input close to one common direction (bias terms and a random encoder's
-    shared features dominate), every logit of the contrastive loss is equal, and its gradient vanishes there: training
-    sits at the uniform solution (observed on the CPU toy). Centring rules that fixed point out.
+    Every output depends on its own input only: no batch statistics, so a per-GPU batch of 1 works, two reports are
+    not forced to opposite directions, and training and evaluation compute the same function. (A closing BatchNorm1d
+    used to centre the outputs over the batch; it made a batch of 2 give cosine -1 whatever the reports said.)
+
+    The leading LayerNorm puts every backbone's pooled features (instance-normalised SwinUNETR, batch-normalised
+    UNet) and every text encoder's pooled vectors at one scale, so one learning rate and initialisation suit all.
+    The uniform start of the contrastive loss, where every crop looks alike, is left by the inputs' own spread:
+    text vectors are whitened (frozen encoder) or come from a trained encoder, and a batch-normalised CNN backbone
+    centres its features over the batch it trains on.
     """
 
     def __init__(self, in_dim: int, out_dim: int = 512, hidden_dim: int | None = None) -> None:
         super().__init__()
         hidden_dim = hidden_dim or in_dim
         self.layers = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim), nn.BatchNorm1d(out_dim, affine=False)
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

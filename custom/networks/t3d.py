@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.networks.image_head import ImageEmbeddingHead
 from custom.networks.interactor import Interactor
 from custom.networks.projection import ProjectionHead
@@ -21,12 +22,15 @@ __all__ = ["T3DOutput", "T3DModel", "T3DImageEmbedder"]
 @dataclass
 class T3DOutput:
     """``image_embeddings`` ``(N, E)`` of the clean crops, ``text_embeddings`` ``(B, E)``, ``restored`` ``(N, 1, *S)``
-    from the corrupted crops, ``logit_scale`` (log of the inverse TCL temperature). Absent parts are None."""
+    from the corrupted crops, ``logit_scale`` (log of the inverse TCL temperature), ``report_vectors`` ``(B, H)``
+    the text encoder's detached pooled vectors (whitened when whitening is on), which the ``"text"`` report affinity
+    compares. Absent parts are None."""
 
     image_embeddings: torch.Tensor | None
     text_embeddings: torch.Tensor | None
     restored: torch.Tensor | None
     logit_scale: torch.Tensor
+    report_vectors: torch.Tensor | None = None
 
 
 class T3DModel(nn.Module):
@@ -80,9 +84,18 @@ class T3DModel(nn.Module):
         """``B`` report strings -> ``(B, E)`` L2-normalised embeddings."""
         return self._project_text(self.text_encoder(reports).pooled)
 
+    @torch.no_grad()
+    def report_vectors(self, reports: list[str]) -> torch.Tensor:
+        """``B`` report strings -> ``(B, H)`` the text encoder's pooled vectors, whitened when whitening is on: what
+        the ``"text"`` report affinity compares (and calibrates its threshold on)."""
+        return self._whiten(self.text_encoder(reports).pooled)
+
+    def _whiten(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled if self.text_whitening is None else self.text_whitening(pooled)
+
     def _project_text(self, pooled: torch.Tensor) -> torch.Tensor:
         """``(B, H)`` pooled report vectors -> ``(B, E)``, through the whitening when there is one."""
-        return self.text_projection(pooled if self.text_whitening is None else self.text_whitening(pooled))
+        return self.text_projection(self._whiten(pooled))
 
     @torch.no_grad()
     def fit_text_whitening(self, reports: Sequence[str], batch_size: int = 64) -> None:
@@ -129,8 +142,9 @@ class T3DModel(nn.Module):
         if corrupted is not None:
             restored = self._restore(corrupt, text, crop_to_report)
         # a clamped copy, not the parameter itself: DDP must see the parameter used inside the graph only
-        logit_scale = self.logit_scale.clamp(max=math.log(100.0))
-        return T3DOutput(image_embeddings, text_embeddings, restored, logit_scale)
+        logit_scale = self.logit_scale.clamp(max=LOGIT_SCALE_MAX)
+        report_vectors = self._whiten(text.pooled).detach()
+        return T3DOutput(image_embeddings, text_embeddings, restored, logit_scale, report_vectors)
 
 
 class T3DImageEmbedder(nn.Module):

@@ -32,19 +32,31 @@ def build_offline_text_encoder(
     vocab_size: int = 1000,
     mlm_steps: int = 300,
     seed: int = 0,
+    report_style: str = "long",
 ) -> str:
-    """Train the tokenizer and (``mlm_steps`` of masked-LM) the model on ``corpus`` (default: synthetic reports)."""
+    """Train the tokenizer and (``mlm_steps`` of masked-LM) the model on ``corpus``.
+
+    The default corpus is synthetic report text: for ``report_style="long"`` every template sentence of both styles
+    (:func:`report_corpus`), 2000 long reports and 500 short ones; for ``"short"`` the short style's template
+    sentences and 2000 short reports, exactly the corpus (and so the encoder) the short-report demo was measured with. Masked-LM sees each text packed into whole-sentence pieces that
+    fit ``max_position_embeddings`` (the way :class:`~custom.networks.text_encoder.HFTextEncoder` chunks reports), so
+    a long report is learned whole rather than cut after its first sentences.
+    """
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast
 
-    from custom.data.synthetic_reports import report_corpus
     from custom.data.synthetic_ct import sample_findings
-    from custom.data.synthetic_reports import write_report
+    from custom.data.synthetic_reports import REPORT_STYLES, report_corpus, write_report
 
     if corpus is None:
+        if report_style not in REPORT_STYLES:
+            raise ValueError(f"report_style: expected one of {REPORT_STYLES}, found {report_style!r}")
         rng = np.random.default_rng(seed)
-        corpus = report_corpus() + [write_report(sample_findings(rng), rng) for _ in range(2000)]
+        styles = REPORT_STYLES if report_style == "long" else ("short",)
+        corpus = report_corpus(styles) + [write_report(sample_findings(rng), rng, style=report_style) for _ in range(2000)]
+        if report_style == "long":
+            corpus += [write_report(sample_findings(rng), rng, style="short") for _ in range(500)]
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -75,13 +87,40 @@ def build_offline_text_encoder(
     )
     model = BertForMaskedLM(config)
     if mlm_steps:
-        _masked_lm_pretraining(model, fast, list(corpus), mlm_steps, seed)
+        pieces = _window_pieces(list(corpus), tokenizer, max_position_embeddings - 2)
+        _masked_lm_pretraining(model, fast, pieces, mlm_steps, seed)
     encoder = BertModel(config)
     encoder.load_state_dict(model.bert.state_dict(), strict=False)  # the MLM head is dropped; the pooler stays fresh
     os.makedirs(out_dir, exist_ok=True)
     fast.save_pretrained(out_dir)
     encoder.save_pretrained(out_dir)
     return out_dir
+
+
+def _window_pieces(corpus: list[str], tokenizer, budget: int) -> list[str]:
+    """Each text as is when it fits ``budget`` tokens of ``tokenizer`` (a ``tokenizers.Tokenizer``), else packed into
+    consecutive whole-sentence pieces that fit (a sentence longer than the window stays one piece, truncated later)."""
+    from custom.transforms.report_text import split_sentences
+
+    lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(corpus, add_special_tokens=False)]
+    pieces: list[str] = []
+    for text, length in zip(corpus, lengths):
+        if length <= budget:
+            pieces.append(text)
+            continue
+        sentences = split_sentences(text)
+        counts = [len(encoding.ids) for encoding in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+        current: list[str] = []
+        used = 0
+        for sentence, count in zip(sentences, counts):
+            if current and used + count > budget:
+                pieces.append(" ".join(current))
+                current, used = [], 0
+            current.append(sentence)
+            used += count
+        if current:
+            pieces.append(" ".join(current))
+    return pieces
 
 
 def _masked_lm_pretraining(model, tokenizer, corpus: list[str], steps: int, seed: int, batch_size: int = 32) -> None:

@@ -176,7 +176,9 @@ def make_miniature(
         spanish = write_spanish_report(findings, rng) if text is None else text
         row = [session, subject, spanish, padchest_labels(findings, rng)]
         if english_column:
-            row.append(write_report(findings, rng))
+            # short style: the column stands for a translation of the (short) Spanish report, and the miniature's
+            # random stream (which studies get which findings, hence which classes pass the threshold) is tuned on it
+            row.append(write_report(findings, rng, style="short"))
         report_rows.append(row)
         return len(report_rows) - 1
 

@@ -182,3 +182,48 @@ def test_a_save_killed_by_sigkill_leaves_an_orphan_that_the_next_save_deletes(tm
     atomic_save({"weight": torch.full((2,), 3.0)}, str(target))
     assert sorted(os.listdir(tmp_path / "models")) == ["checkpoint_last.pt"]
     assert torch.equal(safe_load(str(target))["weight"], torch.full((2,), 3.0))
+
+
+def test_a_crash_mid_epoch_resumes_from_the_last_iteration_checkpoint(tmp_path):
+    from ignite.engine import Engine
+
+    from custom.engines.checkpointing import ResumableCheckpoint
+
+    torch.manual_seed(0)
+
+    from custom.networks.unet_backbone import BasicUNetBackbone
+
+    def make(crash_at: int | None, seen: list):
+        torch.manual_seed(0)
+        network = torch.nn.Module()  # what export_weights needs: an image backbone (untouched here) and a trained part
+        network.image_backbone = BasicUNetBackbone(features=(2, 2, 2, 2, 2, 2))
+        network.head = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+
+        def step(engine, batch):
+            if engine.state.iteration == crash_at:
+                raise KeyboardInterrupt("killed")  # what a SIGKILL leaves: nothing after the last save
+            seen.append(engine.state.iteration)
+            optimizer.zero_grad()
+            network.head(batch).sum().backward()
+            optimizer.step()
+
+        engine = Engine(step)
+        ResumableCheckpoint(str(tmp_path), network, optimizer, save_every_iterations=2).attach(engine)
+        return engine, network
+
+    first_seen: list = []
+    engine, _ = make(crash_at=8, seen=first_seen)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run([torch.ones(1, 2)] * 5, max_epochs=2)  # epoch_length 5: the crash is in epoch 2
+    assert first_seen == [1, 2, 3, 4, 5, 6, 7]
+    assert safe_load(str(tmp_path / "checkpoint_last.pt"))["iteration"] == 6  # saved every 2 iterations
+
+    second_seen: list = []
+    engine, network = make(crash_at=None, seen=second_seen)
+    engine.run([torch.ones(1, 2)] * 5, max_epochs=2)
+    assert second_seen == [7, 8, 9, 10]  # at most 2 steps lost, the epoch finishes, nothing repeated twice
+    assert (engine.state.epoch, engine.state.iteration) == (2, 10)
+    final = safe_load(str(tmp_path / "checkpoint_last.pt"))
+    assert (final["epoch"], final["iteration"]) == (2, 10)
+    assert torch.equal(final["network"]["head.weight"], network.head.weight)

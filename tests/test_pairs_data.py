@@ -16,7 +16,7 @@ from custom.data.pairs import PairsDataset, load_pairs
 from custom.data.synthetic_ct import FINDING_NAMES, Finding, render_phantom
 from custom.data.volume_cache import VolumeCache
 from custom.transforms.preprocessing import VolumePreprocessing
-from custom.transforms.subvolume import read_crop, sample_crop_origins
+from custom.transforms.subvolume import read_crop, sample_crop_origins, strata_grid, stratified_crop_origins
 
 
 def _write(path, array, affine=None) -> str:
@@ -70,6 +70,32 @@ def test_crops_are_native_resolution_inside_the_volume_and_body_biased(tmp_path)
         return body[tuple(centres.T)].mean()
     assert body_fraction(1.0) > 0.95
     assert body_fraction(1.0) > body_fraction(0.0) + 0.1
+
+
+def test_stratified_crops_fall_in_different_cells_of_the_body():
+    assert strata_grid((32, 32, 32), 2) == (2, 1, 1)
+    assert strata_grid((512, 512, 300), 4) == (2, 2, 1)
+    assert strata_grid((32, 32, 32), 8) == (2, 2, 2)
+    shape = (48, 40, 64)
+    body = np.zeros(shape, bool)
+    body[8:40, 4:36, 10:60] = True  # a box of body inside air
+    foreground = np.argwhere(body)
+    low, high = foreground.min(0), foreground.max(0) + 1
+    cells = np.asarray(strata_grid(high - low, 8))
+    for seed in range(20):
+        origins = stratified_crop_origins(shape, (16, 16, 16), foreground, 8, np.random.default_rng(seed))
+        assert origins.shape == (8, 3)
+        assert (origins >= 0).all() and (origins + 16 <= np.array(shape)).all()
+        centres = np.clip(origins + 8, low, high - 1)
+        cell_ids = {tuple(c) for c in np.minimum((centres - low) * cells // (high - low), cells - 1)}
+        assert len(cell_ids) == 8, (seed, origins)  # one crop per cell: the crops cover the body
+    # independent draws put two of four crops in one quadrant far more often
+    same_quadrant = 0
+    for seed in range(50):
+        origins = sample_crop_origins(shape, (16, 16, 16), foreground, 4, 1.0, np.random.default_rng(seed))
+        quadrants = {tuple(q) for q in np.minimum((np.clip(origins + 8, low, high - 1) - low) * 2 // (high - low), 1)[:, [0, 2]]}
+        same_quadrant += len(quadrants) < 4
+    assert same_quadrant > 25
 
 
 def test_cache_is_built_once_and_reused(tmp_path):
@@ -150,3 +176,25 @@ def test_bad_volumes_stop_with_one_line_naming_the_file(tmp_path, case, message)
     with pytest.raises(DataError, match=message) as err:
         cache.prepare([str(path)], progress=False)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_txt_report_paths_are_read_as_utf8_everywhere(tmp_path):
+    from custom.data.integrity import verify_datalist
+
+    phantom = render_phantom([], shape=(16, 16, 16), spacing=(4.0, 4.0, 4.0), seed=0)
+    _write(tmp_path / "ct.nii.gz", phantom.image, phantom.affine)
+    (tmp_path / "good.txt").write_text("No acute findings. Lungs are clear.", encoding="utf-8")
+    (tmp_path / "latin1.txt").write_bytes("Pequeño nódulo.".encode("latin-1"))
+    datalist = tmp_path / "pairs.json"
+
+    def rows(report):
+        datalist.write_text(json.dumps({"training": [{"image": "ct.nii.gz", "report": report, "patient_id": "p"}]}))
+        return str(datalist)
+
+    assert load_pairs(rows("good.txt"))[0]["report"] == "No acute findings. Lungs are clear."
+    assert verify_datalist(rows("good.txt")) == []
+    for report, expected in (("latin1.txt", "expected UTF-8 text, found an invalid byte at offset 5"), ("gone.txt", "found no file")):
+        with pytest.raises(DataError) as excinfo:
+            load_pairs(rows(report))
+        assert expected in str(excinfo.value) and "\n" not in str(excinfo.value)
+        assert any(expected in problem for problem in verify_datalist(rows(report)))

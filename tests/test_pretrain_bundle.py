@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLES, META_SCHEMA, REPO_ROOT, run_bundle
+from conftest import BUNDLES, META_SCHEMA, run_bundle
 from custom.weights.checkpoint import safe_load
 
 BUNDLE = "t3d_pretrain"
@@ -80,14 +80,14 @@ def test_every_overlay_trains_two_steps(tmp_path, synthetic_pairs, offline_text_
 
 
 def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
-    """The sub-volume regime of ``configs/cpu_toy_subvolume.json`` at CI size (48 studies, 24 steps): K = 2 crops per
-    volume, each half the volume along every axis, long reports, label affinity. The loss must fall and every
-    mechanism must be the one the regime claims (its full run and what it measured: the model card)."""
+    """The sub-volume regime of ``configs/cpu_toy_subvolume.json`` at CI size (48 studies, 24 steps): K = 8 crops per
+    volume on a lattice over the body, each half the volume along every axis, long reports, label affinity. The loss
+    must fall and every mechanism must be the one the regime claims (its full run and what it measured: the model
+    card, "Sub-volume TCL on the CPU")."""
     overrides = {
         "offline_text_encoder_dir": offline_text_encoder,
         "prepare_data#0#num_train": 48,
         "prepare_data#0#num_val": 8,
-        "batch_size": 8,
         "epoch_length": 6,
         "max_epochs": 4,
         "val_interval": 4,
@@ -95,9 +95,14 @@ def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
     }
     workflow = run_bundle(BUNDLE, TOY + ["cpu_toy_subvolume.json"], str(tmp_path), **overrides)
     dataset = workflow.parser.get_parsed_content("train#dataset")
+    assert (dataset.sampling, dataset.crop_jitter) == ("stratified", 2)
     item = dataset[0]
-    assert item["image"].shape == (2, 1, 16, 16, 16)
-    assert all(2 * c <= s for c, s in zip(dataset.crop_size, dataset.cache.load(dataset.rows[0]["image"]).array.shape))
+    assert item["image"].shape == (8, 1, 16, 16, 16)
+    volume = dataset.cache.load(dataset.rows[0]["image"])
+    assert all(2 * c <= s for c, s in zip(dataset.crop_size, volume.array.shape))
+    torch.manual_seed(0)
+    origins = dataset.crop_origins(volume.array.shape, volume.foreground)
+    assert len({tuple(o >= 8) for o in origins}) == 8  # one crop in each octant of the body
     assert min(len(row["report"].split()) for row in dataset.rows) >= 80  # long reports
     assert workflow.parser.get_parsed_content("tcl_affinity").source == "labels"
     history = _history(tmp_path)
@@ -108,7 +113,7 @@ def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
         print(f"\nsub-volume CI size: {key} first-epoch mean {first:.4f} -> last-epoch mean {last:.4f}")
         assert last < first, (key, first, last)
     positives = np.asarray(history["positives"])
-    assert ((positives >= 0) & (positives < 0.5)).all()
+    assert ((positives >= 0) & (positives <= 1)).all() and positives.mean() < 0.3
 
 
 def test_training_resumes_from_the_last_checkpoint(tmp_path, synthetic_pairs, offline_text_encoder):

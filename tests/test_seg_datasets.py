@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from custom.data.checks import DataError
@@ -17,7 +18,7 @@ from custom.data.seg_datasets import brats, btcv, msd
 from custom.data.seg_datasets.common import load_split, write_nifti
 from custom.data.synthetic_mr import MR_MODALITIES, render_brain_phantom
 from custom.transforms.brats_labels import BratsRegionsToLabeld, ConvertToBratsRegionsd
-from custom.transforms.seg_checks import CheckSegmentationInputd
+from custom.transforms.seg_checks import CheckImageInputd, CheckSegmentationInputd
 
 SMALL = (16, 16, 16)
 
@@ -251,3 +252,31 @@ def test_missing_datalist_and_missing_file(tmp_path):
     shutil.rmtree(tmp_path / "btcv" / "labelsTr")
     with pytest.raises(DataError, match="label file not found"):
         load_split(path, "training")
+
+
+def test_nan_voxels_are_refused_before_training(btcv_case, tmp_path):
+    image = nib.load(btcv_case["image"])
+    values = np.asarray(image.dataobj).astype(np.float32)
+    values[3, 4, 5] = np.nan
+    values[0, 0, 0] = np.inf
+    bad = str(tmp_path / "nan_image.nii.gz")
+    write_nifti(values, image.affine, bad)
+    with pytest.raises(DataError) as excinfo:
+        _check({**btcv_case, "image": bad}, in_channels=1)
+    assert f"{bad}: expected finite intensities, found 2 NaN/inf voxels" == _one_line_error(excinfo)
+
+
+def test_singular_affine_is_refused():
+    singular = torch.diag(torch.tensor([2.0, 2.0, 0.0, 1.0], dtype=torch.float64))
+    image = MetaTensor(torch.zeros(1, *SMALL), affine=singular, meta={"filename_or_obj": "flat.nii.gz"})
+    with pytest.raises(DataError) as excinfo:
+        CheckImageInputd(in_channels=1)({"image": image})
+    assert "flat.nii.gz: expected an invertible affine" in _one_line_error(excinfo)
+
+
+def test_malformed_datalist_is_one_line_naming_the_file_and_line(tmp_path):
+    bad = tmp_path / "dataset_0.json"
+    bad.write_text('{"training": [\n  {"image": "a.nii.gz",}\n]}')
+    with pytest.raises(DataError) as excinfo:
+        load_split(str(bad))
+    assert _one_line_error(excinfo) == f"{bad}: expected JSON, found a syntax error at line 2"

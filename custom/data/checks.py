@@ -7,7 +7,11 @@ and what was found, so a bad case among thousands is found from the log line alo
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import zlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -18,9 +22,13 @@ __all__ = [
     "check_volume_array",
     "check_report_text",
     "read_text_file",
+    "read_json_object",
+    "read_report",
     "check_same_geometry",
     "check_label_values",
     "check_channel_count",
+    "patient_split_problems",
+    "refuse_patient_leakage",
 ]
 
 
@@ -80,6 +88,32 @@ def read_text_file(path: str) -> str:
         raise DataError(f"{path}: expected UTF-8 text, found an invalid byte at offset {err.start}") from None
 
 
+def read_json_object(path: str, config_key: str = "datalist") -> dict:
+    """A JSON object from ``path`` (the file named by config key ``config_key``); one-line :class:`DataError` when
+    the file is missing, not JSON, or not an object."""
+    if not os.path.isfile(path):
+        raise DataError(f"{config_key}: expected a JSON file, found no file at {path}")
+    try:
+        content = json.loads(read_text_file(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: expected JSON, found a syntax error at line {err.lineno}") from None
+    if not isinstance(content, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(content).__name__}")
+    return content
+
+
+def read_report(report: object, base_dir: str, source: str) -> str:
+    """A datalist's ``report``: inline text, or the path of a ``.txt`` file (one token ending in ``.txt``, relative to
+    ``base_dir``) read strictly as UTF-8; returns the checked, stripped text (:func:`check_report_text`)."""
+    if isinstance(report, str) and report.lower().endswith(".txt") and len(report.split()) == 1:
+        path = report if os.path.isabs(report) else os.path.join(base_dir, report)
+        if not os.path.isfile(path):
+            raise DataError(f"{source}: expected the report file {path}, found no file")
+        report = read_text_file(path)
+        source = path
+    return check_report_text(report, source)
+
+
 def check_same_geometry(
     image_shape: tuple[int, ...],
     image_affine: np.ndarray,
@@ -116,3 +150,30 @@ def check_channel_count(channels: int, expected: int, source: str) -> None:
     """The number of image channels must match the network's ``in_channels``."""
     if int(channels) != int(expected):
         raise DataError(f"{source}: expected {expected} image channel(s) for the network, found {channels}")
+
+
+def patient_split_problems(splits: Mapping[str, Sequence[dict]], patient_key: str = "patient_id") -> list[str]:
+    """One line per patient whose rows sit in more than one split (rows without ``patient_key`` are skipped).
+
+    The single definition of patient leakage: the integrity checker reports these lines, every training bundle
+    refuses to start on them (:func:`refuse_patient_leakage`)."""
+    splits_of_patient: dict[str, set[str]] = defaultdict(set)
+    for split, rows in splits.items():
+        for row in rows:
+            if isinstance(row, Mapping) and row.get(patient_key) is not None:
+                splits_of_patient[str(row[patient_key])].add(split)
+    return [
+        f"{patient_key} {patient}: expected in one split, found in {sorted(found)}"
+        for patient, found in sorted(splits_of_patient.items())
+        if len(found) > 1
+    ]
+
+
+def refuse_patient_leakage(splits: Mapping[str, Sequence[dict]], source: str, patient_key: str = "patient_id") -> bool:
+    """Raise :class:`DataError` naming ``source`` and the first leaked patient when a patient is in two splits
+    (validation scores of a model that trained on the same patient are not held-out); True otherwise."""
+    problems = patient_split_problems(splits, patient_key)
+    if problems:
+        more = f" (and {len(problems) - 1} more patients)" if len(problems) > 1 else ""
+        raise DataError(f"{source}: {problems[0]}{more}; a patient's studies must all be in one split")
+    return True

@@ -23,28 +23,14 @@ import json
 import os
 from collections.abc import Sequence
 
-from custom.data.checks import DataError, read_text_file
+from custom.data.checks import DataError, read_json_object
 from custom.data.label_fractions import label_fraction_subsets
 
-__all__ = ["LABEL_KEYS", "read_json_object", "read_class_names", "load_classification_split", "write_class_names"]
+__all__ = ["LABEL_KEYS", "read_class_names", "load_classification_split", "write_class_names"]
 
 #: where a row's multi-hot vector may be, in order of preference
 LABEL_KEYS: tuple[str, ...] = ("label", "label_vector")
 CLASS_KEYS: tuple[str, ...] = ("class_names", "finding_names")
-
-
-def read_json_object(path: str, config_key: str = "datalist") -> dict:
-    """A JSON object from ``path`` (the file named by config key ``config_key``); one-line :class:`DataError` when
-    the file is missing, not JSON, or not an object."""
-    if not os.path.isfile(path):
-        raise DataError(f"{config_key}: expected a JSON file, found no file at {path}")
-    try:
-        content = json.loads(read_text_file(path))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: expected JSON, found a syntax error at line {err.lineno}") from None
-    if not isinstance(content, dict):
-        raise DataError(f"{path}: expected a JSON object, found {type(content).__name__}")
-    return content
 
 
 def read_class_names(datalist: str) -> list[str]:

@@ -38,10 +38,10 @@ import numpy as np
 from custom.data.checks import (
     DataError,
     check_label_values,
-    check_report_text,
     check_same_geometry,
     load_nifti_checked,
-    read_text_file,
+    patient_split_problems,
+    read_report,
 )
 
 __all__ = ["KINDS", "detect_kind", "declared_label_values", "verify_datalist", "main"]
@@ -153,9 +153,7 @@ def _check_row(row: dict, kind: str, base_dir: str, classes: list | None, label_
     if kind == "pairs":
         report = row.get("report")
         try:
-            if isinstance(report, str) and report.endswith(".txt") and os.path.isfile(_resolve(report, base_dir)):
-                report = read_text_file(_resolve(report, base_dir))
-            check_report_text(report, "report")
+            read_report(report, base_dir, "report")
         except DataError as err:
             problems.append(str(err))
     vector_key = "label_vector" if "label_vector" in row else "label" if kind == "classification" else None
@@ -199,7 +197,6 @@ def verify_datalist(
     except DataError as err:
         return [f"{datalist_path}: {err}"]
     problems = []
-    splits_of_patient: dict[str, set] = defaultdict(set)
     splits_of_image: dict[str, set] = defaultdict(set)
     for split, rows in splits.items():
         for index, row in enumerate(rows):
@@ -207,14 +204,11 @@ def verify_datalist(
             prefix = f"{split}[{index}]"
             for problem in _check_row(row, kind, base_dir, classes, label_values, min_spacing, max_spacing):
                 problems.append(f"{prefix} {problem}")
-            if row.get(patient_key) is not None:
-                splits_of_patient[str(row[patient_key])].add(split)
             for image in row.get("image") if isinstance(row.get("image"), list) else [row.get("image")]:
                 if isinstance(image, str):
                     splits_of_image[_resolve(image, base_dir)].add(split)
-    for patient, found in sorted(splits_of_patient.items()):
-        if len(found) > 1:
-            problems.append(f"{patient_key} {patient}: expected in one split, found in {sorted(found)}")
+    rows_of_split = {split: [{"image": r} if isinstance(r, str) else r for r in rows] for split, rows in splits.items()}
+    problems.extend(patient_split_problems(rows_of_split, patient_key))
     for image, found in sorted(splits_of_image.items()):
         if len(found) > 1:
             problems.append(f"{image}: expected in one split, found in {sorted(found)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Sequence
 
@@ -12,10 +11,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from custom.data.checks import DataError, check_report_text, read_text_file
+from custom.data.checks import DataError, check_report_text, read_json_object, read_report, read_text_file
 from custom.data.volume_cache import VolumeCache
 from custom.transforms.report_text import clean_report
-from custom.transforms.subvolume import grid_crop_origins, read_crop, sample_crop_origins
+from custom.transforms.subvolume import (
+    SAMPLING_MODES,
+    grid_crop_origins,
+    read_crop,
+    sample_crop_origins,
+    stratified_crop_origins,
+)
 
 __all__ = ["load_pairs", "PairsDataset"]
 
@@ -50,8 +55,9 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
 
     ``datalist`` is a JSON file with a list per split (MONAI's ``training``/``validation`` form) or a CSV with
     ``path`` and ``Report_en`` columns (optional ``split``, ``patient_id``). Relative image paths are resolved
-    against ``dataset_dir`` (default: the datalist's folder). Every row is checked now: a missing image or an
-    empty report stops with one line naming the row.
+    against ``dataset_dir`` (default: the datalist's folder), and so are ``.txt`` report paths (read as UTF-8).
+    Every row is checked now: a missing image, a missing or non-UTF-8 report file or an empty report stops with one
+    line naming the row.
     """
     if not os.path.isfile(datalist):
         raise DataError(f"datalist: expected a JSON or CSV file, found no file at {datalist}")
@@ -59,10 +65,7 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
     if datalist.lower().endswith(".csv"):
         rows = _rows_from_csv(datalist, split)
     else:
-        try:
-            content = json.loads(read_text_file(datalist))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{datalist}: expected JSON, found a syntax error at line {err.lineno}") from None
+        content = read_json_object(datalist)
         if split not in content:
             raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
         rows = content[split]
@@ -77,7 +80,7 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
         image = row["image"] if os.path.isabs(row["image"]) else os.path.join(base, row["image"])
         if not os.path.isfile(image):
             raise DataError(f"{where}: image file not found: {image}")
-        report = clean_report(check_report_text(row["report"], where))
+        report = clean_report(read_report(row["report"], base, where))
         check_report_text(report, where)
         checked.append({**row, "image": image, "report": report, "patient_id": str(row.get("patient_id", image))})
     return checked
@@ -90,7 +93,10 @@ class PairsDataset(Dataset):
     the rows have reports: ``report`` str; when every row has one, ``label_vector`` ``(C,)`` float32 (the finding
     labels TCL's ``"labels"`` report affinity compares). Rows without reports (inference on images only) give
     images only.
-    Training mode draws ``crops_per_volume`` body-biased random crops per call; with ``eval_grid=n`` it returns the
+    Training mode draws ``crops_per_volume`` random crops per call, ``sampling="stratified"`` (default: each in a
+    different cell of the body's bounding box, anywhere in it or, with ``crop_jitter``, at most that many voxels from
+    its centre: :func:`~custom.transforms.subvolume.stratified_crop_origins`) or
+    ``"independent"`` (each centred on a body voxel with probability ``foreground_prob``); with ``eval_grid=n`` it returns the
     same ``n**3`` grid crops every time (evaluation and retrieval).
     """
 
@@ -102,6 +108,8 @@ class PairsDataset(Dataset):
         crops_per_volume: int = 4,
         foreground_prob: float = 0.9,
         eval_grid: int | None = None,
+        sampling: str = "stratified",
+        crop_jitter: int | None = None,
         prepare: bool = True,
     ) -> None:
         self.rows = list(rows)
@@ -109,6 +117,10 @@ class PairsDataset(Dataset):
         self.crop_size = tuple(int(c) for c in crop_size)
         self.crops_per_volume = crops_per_volume
         self.foreground_prob = foreground_prob
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling: expected one of {list(SAMPLING_MODES)}, found {sampling!r}")
+        self.sampling = sampling
+        self.crop_jitter = crop_jitter
         self.eval_grid = eval_grid
         self.has_reports = all("report" in r for r in self.rows)
         self.label_vectors = None
@@ -128,6 +140,10 @@ class PairsDataset(Dataset):
             return grid_crop_origins(volume_shape, self.crop_size, self.eval_grid)
         # seeded from torch so DataLoader workers differ and monai.utils.set_determinism makes runs repeatable
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        if self.sampling == "stratified":
+            return stratified_crop_origins(
+                volume_shape, self.crop_size, foreground, self.crops_per_volume, rng, self.crop_jitter
+            )
         return sample_crop_origins(volume_shape, self.crop_size, foreground, self.crops_per_volume, self.foreground_prob, rng)
 
     def __getitem__(self, index: int) -> dict:

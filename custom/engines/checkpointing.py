@@ -1,4 +1,5 @@
-"""Resumable training: save the whole training state atomically at every epoch end and resume from it on start."""
+"""Resumable training: save the whole training state atomically at every epoch end (and optionally every N
+iterations) and resume from it on start."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ LAST_CHECKPOINT = "checkpoint_last.pt"
 
 
 class ResumableCheckpoint:
-    """Handler: at ``EPOCH_COMPLETED`` (every ``save_every_epochs``) and at ``COMPLETED`` write
-    ``<save_dir>/checkpoint_last.pt`` and the exports (``model.pt``, ``image_encoder.pt``); at ``STARTED`` load
-    ``checkpoint_last.pt`` if it exists and ``resume`` is on, so an interrupted run continues from its last epoch.
-    Only the main process writes; every process resumes.
+    """Handler: at ``EPOCH_COMPLETED`` (every ``save_every_epochs``), every ``save_every_iterations`` iterations
+    (0: off) and at ``COMPLETED`` write ``<save_dir>/checkpoint_last.pt`` and the exports (``model.pt``,
+    ``image_encoder.pt``); at ``STARTED`` load ``checkpoint_last.pt`` if it exists and ``resume`` is on, so an
+    interrupted run continues from its last save: a kill mid-epoch loses at most ``save_every_iterations`` steps (ignite
+    resumes inside the epoch from ``state.iteration``; the data order of that epoch is redrawn). Only the main process
+    writes; every process resumes.
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class ResumableCheckpoint:
         optimizer: torch.optim.Optimizer,
         lr_scheduler: object | None = None,
         save_every_epochs: int = 1,
+        save_every_iterations: int = 0,
         resume: bool = True,
     ) -> None:
         self.save_dir = save_dir
@@ -37,6 +41,7 @@ class ResumableCheckpoint:
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.save_every_epochs = save_every_epochs
+        self.save_every_iterations = int(save_every_iterations or 0)
         self.resume = resume
         self.logger = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class ResumableCheckpoint:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_every_epochs), self.save)
+        if self.save_every_iterations > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every_iterations), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
@@ -71,6 +78,9 @@ class ResumableCheckpoint:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        engine.state.epoch = int(state["epoch"])
         engine.state.iteration = int(state["iteration"])
+        epoch_length = engine.state.epoch_length
+        # a mid-epoch save resumes inside its epoch: ignite starts epoch `iteration // epoch_length + 1` at
+        # `iteration % epoch_length`
+        engine.state.epoch = engine.state.iteration // epoch_length if epoch_length else int(state["epoch"])
         self.logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")

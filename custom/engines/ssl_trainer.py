@@ -10,6 +10,7 @@ import sys
 import torch
 from ignite.handlers import ProgressBar
 
+from custom.engines.finite_loss import batch_sources, check_finite_loss
 from custom.engines.t3d_trainer import T3DTrainer, step_terms
 from custom.losses.ssl_losses import SwinSSLLoss
 from custom.losses.tir import MaskedRestorationLoss
@@ -106,6 +107,7 @@ class ImageSSLTrainer(T3DTrainer):
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(crops.device.type, dtype=engine.amp_dtype, enabled=engine.amp):
             terms = engine._ssl_swin(crops) if engine.method == "ssl_swin" else engine._restoration_only(crops)
+        check_finite_loss(terms["loss"], engine.state.iteration, batch_sources(batchdata, getattr(engine.data_loader, "dataset", None)))
         terms["loss"].backward()
         if engine.gradient_clip:
             torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.gradient_clip)

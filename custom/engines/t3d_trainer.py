@@ -13,6 +13,7 @@ from monai.engines import Trainer
 from monai.utils import ensure_tuple
 from torch.utils.data import DataLoader, DistributedSampler
 
+from custom.engines.finite_loss import batch_sources, check_finite_loss
 from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
 from custom.losses.report_affinity import ReportAffinity
 from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
@@ -177,6 +178,7 @@ class T3DTrainer(Trainer):
         with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
             tir = engine.tir_loss(out.restored, crops, mask) if engine.tir_weight else zero
         loss = engine.tcl_weight * tcl + engine.tir_weight * tir.float()
+        check_finite_loss(loss, engine.state.iteration, batch_sources(batchdata, getattr(engine.data_loader, "dataset", None)))
         scaler = engine.scaler if engine.amp and engine.amp_dtype == torch.float16 and device_type == "cuda" else None
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from custom.data.checks import DataError
-from custom.data.classification_datalist import read_json_object
+from custom.data.checks import read_json_object
 
 __all__ = ["PROMPTS_DIR", "PromptSet", "load_prompt_set", "class_prompt_embeddings", "zero_shot_probabilities"]
 

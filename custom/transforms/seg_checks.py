@@ -1,4 +1,5 @@
-"""Input checks for segmentation pipelines, run right after loading so a bad case fails before any resampling."""
+"""Input checks for MONAI transform pipelines (segmentation, classification, inference), run right after loading so a
+bad case fails before any resampling."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.transforms import MapTransform
 
-from custom.data.checks import check_channel_count, check_label_values, check_same_geometry
+from custom.data.checks import DataError, check_channel_count, check_label_values, check_same_geometry
 
-__all__ = ["CheckSegmentationInputd"]
+__all__ = ["CheckImageInputd", "CheckSegmentationInputd", "check_image_tensor"]
 
 
 def _source(item: object, fallback: str) -> str:
@@ -18,11 +19,40 @@ def _source(item: object, fallback: str) -> str:
     return str(name[0] if isinstance(name, (list, tuple)) else name)
 
 
+def check_image_tensor(image: torch.Tensor, source: str, in_channels: int | None = None) -> None:
+    """A channel-first image ``(C, *spatial)``: ``C == in_channels`` (when given), finite intensities (one NaN voxel
+    makes every loss and weight NaN), and an invertible affine (when it is a MetaTensor)."""
+    if in_channels is not None:
+        check_channel_count(image.shape[0], in_channels, source)
+    values = torch.as_tensor(image)
+    if torch.is_floating_point(values):
+        bad = int((~torch.isfinite(values)).sum())
+        if bad:
+            raise DataError(f"{source}: expected finite intensities, found {bad} NaN/inf voxels")
+    affine = getattr(image, "affine", None)
+    if affine is not None and (not torch.isfinite(affine).all() or abs(float(torch.det(affine[:3, :3].double()))) < 1e-8):
+        raise DataError(f"{source}: expected an invertible affine, found {affine[:3, :3].tolist()}")
+
+
+class CheckImageInputd(MapTransform):
+    """:func:`check_image_tensor` on ``image`` right after loading (classification and inference pipelines)."""
+
+    def __init__(self, image_key: str = "image", in_channels: int | None = None) -> None:
+        super().__init__([image_key])
+        self.image_key, self.in_channels = image_key, in_channels
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        check_image_tensor(d[self.image_key], _source(d[self.image_key], self.image_key), self.in_channels)
+        return d
+
+
 class CheckSegmentationInputd(MapTransform):
     """Raise :class:`custom.data.checks.DataError` (one line) for inputs the network cannot be trained or run on.
 
     Expects channel-first MetaTensors: ``image`` ``(C, *spatial)`` and, when present, ``label`` ``(1, *spatial)``.
-    Checks that ``C == in_channels``, that the label shares the image's spatial shape and affine, and that every label
+    Checks that ``C == in_channels``, that every intensity is finite (a NaN voxel would make every loss and weight
+    NaN), that the affine is invertible, that the label shares the image's spatial shape and affine, and that every label
     value is one of ``label_values`` (the classes of ``channel_def``; ``None`` leaves values to a later transform).
     """
 
@@ -43,8 +73,7 @@ class CheckSegmentationInputd(MapTransform):
         d = dict(data)
         image = d[self.image_key]
         image_source = _source(image, self.image_key)
-        if self.in_channels is not None:
-            check_channel_count(image.shape[0], self.in_channels, image_source)
+        check_image_tensor(image, image_source, self.in_channels)
         label = d.get(self.label_key)
         if label is None:
             return d

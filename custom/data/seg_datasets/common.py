@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import DataError
+from custom.data.checks import DataError, read_json_object
 from custom.data.label_fractions import label_fraction_subsets, write_label_fraction_datalists
 
 __all__ = [
@@ -83,8 +83,7 @@ def load_split(
     """
     if not os.path.isfile(datalist):
         raise DataError(f"{datalist}: datalist not found; write it with the data set's `prepare` command (see docs)")
-    with open(datalist, encoding="utf-8") as f:
-        content = json.load(f)
+    content = read_json_object(datalist)
     if split not in content:
         raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
     base_dir = dataset_dir or os.path.dirname(os.path.abspath(datalist))

@@ -1,0 +1,68 @@
+"""One-line errors as the last line a bundle run prints.
+
+``python -m monai.bundle run`` wraps every exception raised while it evaluates a config in
+``RuntimeError("Failed to evaluate ConfigExpression ...")``, so the project's own one-line messages (a bad volume,
+a NaN loss, an unloadable checkpoint, an unknown override) end up in the middle of a long traceback.
+:func:`install_error_hook`, the first ``initialize`` item of every bundle config, replaces ``sys.excepthook`` for the
+rest of the process: when the uncaught exception, or any exception in its ``__cause__``/``__context__`` chain, is one
+of :data:`ONE_LINE_ERRORS`, the run prints the traceback only with ``T3D_TRACEBACK=1`` and ends with the line
+``error: <message>``; the exit status stays 1. Any other exception keeps Python's full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from types import TracebackType
+
+from custom.data.checks import DataError
+from custom.engines.finite_loss import NonFiniteLossError
+from custom.runtime.overrides import UnknownOverrideError
+from custom.weights.checkpoint import CheckpointLoadError
+from custom.weights.transfer import WeightTransferError
+
+__all__ = ["ONE_LINE_ERRORS", "install_error_hook", "one_line_message"]
+
+#: exception types whose message is a complete one-line diagnosis (file or key, expected, found)
+ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
+    DataError,
+    NonFiniteLossError,
+    CheckpointLoadError,
+    WeightTransferError,
+    UnknownOverrideError,
+)
+
+
+def one_line_message(error: BaseException) -> str | None:
+    """The message of the first :data:`ONE_LINE_ERRORS` exception in ``error``'s chain, or None.
+
+    A ``DataLoader`` worker re-raises its exception with the worker's traceback inside the message; the diagnosis is
+    then that message's last line, without its ``module.Class:`` prefix."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ONE_LINE_ERRORS):
+            lines = [line.strip() for line in str(current).strip().splitlines() if line.strip()]
+            if not lines:
+                return type(current).__name__
+            last = lines[-1]
+            prefix = f"{type(current).__module__}.{type(current).__name__}: "
+            return last[len(prefix):] if last.startswith(prefix) else last
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    message = one_line_message(error)
+    if message is None or os.environ.get("T3D_TRACEBACK"):
+        traceback.print_exception(kind, error, tb)
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def install_error_hook() -> bool:
+    """Install the hook (idempotent); returns True so a config can list it as an ``initialize`` expression."""
+    sys.excepthook = _hook
+    return True

@@ -154,3 +154,31 @@ def test_classification_vectors_and_image_leaks(dataset):
     problems = verify_datalist(path, kind="classification")
     assert len(problems) == 3, problems
     assert "one per class" in problems[0] and "only 0/1" in problems[1] and "expected in one split" in problems[2]
+
+
+def test_csv_datalist_is_read_as_csv_and_checked_like_json(dataset):
+    folder, cases = dataset
+    path = os.path.join(folder, "pairs.csv")
+
+    def write(rows):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("path,Report_en,split,patient_id\n" + "".join(f"{r[0]},{r[1]},{r[2]},{r[3]}\n" for r in rows))
+        return path
+
+    clean = [(image, "No acute findings.", "training" if i < 3 else "validation", f"P{i}") for i, (image, _, _) in enumerate(cases)]
+    assert verify_datalist(write(clean)) == []  # used to report a JSON syntax error for any CSV
+    leaked = clean[:3] + [(cases[3][0], "No acute findings.", "validation", "P0")]
+    assert verify_datalist(write(leaked)) == ["patient_id P0: expected in one split, found in ['training', 'validation']"]
+
+
+def test_4d_volume_is_a_problem_in_a_single_channel_datalist_only(dataset):
+    folder, cases = dataset
+    four_d = _save(folder, "images/four_d.nii.gz", np.zeros((*SHAPE, 2), np.float32))
+    pairs = _pair_rows(cases)
+    pairs[0]["image"] = four_d
+    problems = verify_datalist(_write(folder, "pairs4d.json", {"finding_names": list(FINDING_NAMES), "training": pairs}))
+    assert len(problems) == 1 and "expected a 3D volume, found shape" in problems[0], problems
+    seg = _seg_rows(cases)
+    seg[0]["image"] = four_d
+    seg_problems = verify_datalist(_write(folder, "seg4d.json", {"labels": SEG_LABELS, "training": seg}), kind="segmentation")
+    assert not any("3D volume" in p for p in seg_problems), seg_problems

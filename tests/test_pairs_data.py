@@ -154,6 +154,7 @@ def test_bad_datalist_rows_stop_with_one_line(tmp_path, case, message):
         ("two_d", r"expected a 3D volume, found shape \(16, 16\)"),
         ("four_d", r"expected a 3D volume, found shape \(8, 8, 8, 2\)"),
         ("nan", r"expected finite intensities, found 3 NaN/inf voxels"),
+        ("two_slices", r"expected at least 8 voxels along every axis of a 3D volume, found shape \(32, 32, 2\)"),
     ],
 )
 def test_bad_volumes_stop_with_one_line_naming_the_file(tmp_path, case, message):
@@ -168,6 +169,8 @@ def test_bad_volumes_stop_with_one_line_naming_the_file(tmp_path, case, message)
         _write(path, np.zeros((16, 16), np.float32))
     elif case == "four_d":
         _write(path, np.zeros((8, 8, 8, 2), np.float32))
+    elif case == "two_slices":  # 32x32x2 at 45 mm: passes every spacing check, but is not a volume
+        _write(path, np.zeros((32, 32, 2), np.float32), np.diag([45.0, 45.0, 45.0, 1.0]))
     else:
         array = np.zeros((8, 8, 8), np.float32)
         array[0, 0, :3] = np.nan

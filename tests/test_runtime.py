@@ -152,3 +152,12 @@ def test_segmentation_training_refuses_a_leaked_patient_before_training(tmp_path
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {datalist}: patient_id ") and "expected in one split" in last, last
     assert not (tmp_path / "models" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("script", ["t3d-pack", "t3d-download", "t3d-integrity", "t3d-serving-prepare", "t3d-paper-table"])
+def test_console_scripts_are_installed_and_answer_help(script):
+    """One entry point per tool (pyproject.toml [project.scripts]), installed by scripts/setup.sh."""
+    path = os.path.join(os.path.dirname(sys.executable), script)
+    assert os.path.isfile(path), f"{path}: not installed; rerun scripts/setup.sh"
+    result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "usage" in result.stdout.lower(), result.stdout + result.stderr

@@ -280,3 +280,14 @@ def test_malformed_datalist_is_one_line_naming_the_file_and_line(tmp_path):
     with pytest.raises(DataError) as excinfo:
         load_split(str(bad))
     assert _one_line_error(excinfo) == f"{bad}: expected JSON, found a syntax error at line 2"
+
+
+def test_volume_below_the_minimum_size_is_refused_in_training_and_inference_pipelines(btcv_case, tmp_path):
+    image = nib.load(btcv_case["image"])
+    tiny = str(tmp_path / "tiny.nii.gz")
+    write_nifti(np.asarray(image.dataobj)[:10, :10, :3], image.affine, tiny)
+    load = Compose([LoadImaged("image"), EnsureChannelFirstd("image")])
+    with pytest.raises(DataError) as excinfo:
+        CheckImageInputd(in_channels=1)(load({"image": tiny}))
+    expected = f"{tiny}: expected a 3D volume with at least 8 voxels along every axis, found spatial shape (10, 10, 3)"
+    assert _one_line_error(excinfo) == expected

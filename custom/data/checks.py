@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "DataError",
+    "MIN_SPATIAL_VOXELS",
     "load_nifti_checked",
     "check_volume_array",
     "check_report_text",
@@ -32,6 +33,11 @@ __all__ = [
 ]
 
 
+#: fewer voxels than this along any axis is not a 3D volume a 3D network can learn from or be run on (a 32x32x2
+#: "volume" is two slices); every loader refuses it with one line
+MIN_SPATIAL_VOXELS = 8
+
+
 class DataError(ValueError):
     """A problem with input data; the message is one line naming the source, the expectation and the finding."""
 
@@ -42,6 +48,11 @@ def check_volume_array(array: np.ndarray, source: str, expected_ndim: int = 3, a
         raise DataError(f"{source}: expected a {expected_ndim}D volume, found shape {tuple(array.shape)}")
     if min(array.shape) < 1:
         raise DataError(f"{source}: expected a non-empty volume, found shape {tuple(array.shape)}")
+    if expected_ndim == 3 and min(array.shape) < MIN_SPATIAL_VOXELS:
+        raise DataError(
+            f"{source}: expected at least {MIN_SPATIAL_VOXELS} voxels along every axis of a 3D volume, "
+            f"found shape {tuple(array.shape)}"
+        )
     if not allow_nan and np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:

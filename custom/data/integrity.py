@@ -43,6 +43,7 @@ from custom.data.checks import (
     patient_split_problems,
     read_report,
 )
+from custom.data.pairs import read_csv_datalist
 
 __all__ = ["KINDS", "detect_kind", "declared_label_values", "verify_datalist", "main"]
 
@@ -97,13 +98,14 @@ def _check_spacing(affine: np.ndarray, source: str, min_spacing: float, max_spac
                         f"{np.round(spacing, 4).tolist()}")
 
 
-def _load_image(path: str, min_spacing: float, max_spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """Load and check an image; 4D (channels last) is accepted, anything else must be 3D."""
+def _load_image(path: str, min_spacing: float, max_spacing: float, allow_4d: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check an image: 3D, or with ``allow_4d`` (segmentation: MSD stores modalities as a 4th axis) 4D with
+    channels last. Pairs and classification volumes are single-channel CT: a 4D file there is a problem."""
     try:
         ndim = len(nib.load(path).shape)
     except Exception:  # unreadable headers are reported by load_nifti_checked below with the right message
         ndim = 3
-    array, affine = load_nifti_checked(path, expected_ndim=4 if ndim == 4 else 3)
+    array, affine = load_nifti_checked(path, expected_ndim=4 if ndim == 4 and allow_4d else 3)
     _check_spacing(affine, path, min_spacing, max_spacing)
     return array, affine
 
@@ -133,7 +135,7 @@ def _check_row(row: dict, kind: str, base_dir: str, classes: list | None, label_
             problems.append(f"image: expected a file path, found {image!r}")
             continue
         try:
-            loaded = _load_image(_resolve(image, base_dir), min_spacing, max_spacing)
+            loaded = _load_image(_resolve(image, base_dir), min_spacing, max_spacing, allow_4d=kind == "segmentation")
         except DataError as err:
             problems.append(str(err))
     if kind == "segmentation" and isinstance(row.get("label"), str):
@@ -177,11 +179,17 @@ def verify_datalist(
     """Every problem of the datalist, one line each (empty when it is clean)."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, found {kind!r}")
-    try:
-        with open(datalist_path, encoding="utf-8") as f:
-            datalist = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return [f"{datalist_path}: expected a readable JSON datalist, found {type(err).__name__}: {err}"]
+    if datalist_path.lower().endswith(".csv"):
+        try:
+            datalist = read_csv_datalist(datalist_path)
+        except (OSError, DataError) as err:
+            return [f"{datalist_path}: expected a readable CSV datalist, found {err}"]
+    else:
+        try:
+            with open(datalist_path, encoding="utf-8") as f:
+                datalist = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return [f"{datalist_path}: expected a readable JSON datalist, found {type(err).__name__}: {err}"]
     if not isinstance(datalist, dict):
         return [f"{datalist_path}: expected a JSON object of splits, found {type(datalist).__name__}"]
     base_dir = base_dir or os.path.dirname(os.path.abspath(datalist_path))

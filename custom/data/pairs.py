@@ -22,32 +22,39 @@ from custom.transforms.subvolume import (
     stratified_crop_origins,
 )
 
-__all__ = ["load_pairs", "PairsDataset"]
+__all__ = ["load_pairs", "read_csv_datalist", "PairsDataset"]
 
 CSV_IMAGE_COLUMN = "path"
 CSV_REPORT_COLUMN = "Report_en"
 
 
-def _rows_from_csv(path: str, split: str) -> list[dict]:
+def read_csv_datalist(path: str) -> dict[str, list[dict]]:
+    """A BIMCV-R style CSV (``path``, ``Report_en``; optional ``split``, ``patient_id``/``PatientID``, ``study_id``)
+    as ``{split: rows}`` in the JSON datalist's row form; without a ``split`` column every row is ``training``."""
     reader = csv.DictReader(io.StringIO(read_text_file(path)))
     columns = reader.fieldnames or []
     for column in (CSV_IMAGE_COLUMN, CSV_REPORT_COLUMN):
         if column not in columns:
             raise DataError(f"{path}: expected a '{column}' column, found columns {columns}")
-    rows = list(reader)
-    if "split" in columns:
-        rows = [r for r in rows if r["split"] == split]
-    elif split != "training":
+    splits: dict[str, list[dict]] = {}
+    for r in reader:
+        stem = os.path.basename(r[CSV_IMAGE_COLUMN]).split(".")[0]
+        splits.setdefault(r["split"] if "split" in columns else "training", []).append(
+            {
+                "image": r[CSV_IMAGE_COLUMN],
+                "report": r[CSV_REPORT_COLUMN],
+                "patient_id": r.get("patient_id") or r.get("PatientID") or stem,
+                "study_id": r.get("study_id") or stem,
+            }
+        )
+    return splits
+
+
+def _rows_from_csv(path: str, split: str) -> list[dict]:
+    columns = csv.DictReader(io.StringIO(read_text_file(path))).fieldnames or []
+    if split != "training" and "split" not in columns:
         raise DataError(f"{path}: expected a 'split' column to select '{split}' rows, found columns {columns}")
-    return [
-        {
-            "image": r[CSV_IMAGE_COLUMN],
-            "report": r[CSV_REPORT_COLUMN],
-            "patient_id": r.get("patient_id") or r.get("PatientID") or os.path.basename(r[CSV_IMAGE_COLUMN]).split(".")[0],
-            "study_id": r.get("study_id") or os.path.basename(r[CSV_IMAGE_COLUMN]).split(".")[0],
-        }
-        for r in rows
-    ]
+    return read_csv_datalist(path).get(split, [])
 
 
 def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "training") -> list[dict]:

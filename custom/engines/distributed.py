@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process", "main_process_first"]
+__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process", "main_process_first", "handlers_for_rank"]
 
 
 def init_distributed() -> None:
@@ -38,6 +38,16 @@ def wrap_ddp(network: torch.nn.Module, device: torch.device, find_unused_paramet
 
 def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def handlers_for_rank(handlers: Sequence, every_rank: Sequence[str] = ()) -> list:
+    """The handlers this process attaches: all of them on the main process; on the other ranks only those whose class
+    name is in ``every_rank`` (the ones that must run everywhere, e.g. ``StopOnNonFiniteLoss``, ``ValidationHandler``,
+    ``CheckpointLoader``); logging and file-writing handlers stay on rank 0. The multi-GPU overlays' one rank filter."""
+    if is_main_process():
+        return list(handlers)
+    keep = set(every_rank)
+    return [handler for handler in handlers if type(handler).__name__ in keep]
 
 
 def main_process_first(fn: Callable) -> Callable:

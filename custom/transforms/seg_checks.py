@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.transforms import MapTransform
 
-from custom.data.checks import DataError, check_channel_count, check_label_values, check_same_geometry
+from custom.data.checks import MIN_SPATIAL_VOXELS, DataError, check_channel_count, check_label_values, check_same_geometry
 
 __all__ = ["CheckImageInputd", "CheckSegmentationInputd", "check_image_tensor"]
 
@@ -20,10 +20,17 @@ def _source(item: object, fallback: str) -> str:
 
 
 def check_image_tensor(image: torch.Tensor, source: str, in_channels: int | None = None) -> None:
-    """A channel-first image ``(C, *spatial)``: ``C == in_channels`` (when given), finite intensities (one NaN voxel
-    makes every loss and weight NaN), and an invertible affine (when it is a MetaTensor)."""
+    """A channel-first image ``(C, *spatial)``: ``C == in_channels`` (when given), three spatial axes of at least
+    ``MIN_SPATIAL_VOXELS`` voxels, finite intensities (one NaN voxel makes every loss and weight NaN), and an
+    invertible affine (when it is a MetaTensor)."""
     if in_channels is not None:
         check_channel_count(image.shape[0], in_channels, source)
+    spatial = tuple(int(n) for n in image.shape[1:])
+    if len(spatial) != 3 or min(spatial) < MIN_SPATIAL_VOXELS:
+        raise DataError(
+            f"{source}: expected a 3D volume with at least {MIN_SPATIAL_VOXELS} voxels along every axis, "
+            f"found spatial shape {spatial}"
+        )
     values = torch.as_tensor(image)
     if torch.is_floating_point(values):
         bad = int((~torch.isfinite(values)).sum())

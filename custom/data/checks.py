@@ -42,15 +42,18 @@ class DataError(ValueError):
     """A problem with input data; the message is one line naming the source, the expectation and the finding."""
 
 
-def check_volume_array(array: np.ndarray, source: str, expected_ndim: int = 3, allow_nan: bool = False) -> np.ndarray:
-    """Check the dimensionality and finiteness of a loaded volume; returns it unchanged."""
+def check_volume_array(
+    array: np.ndarray, source: str, expected_ndim: int = 3, allow_nan: bool = False, min_voxels: int = MIN_SPATIAL_VOXELS
+) -> np.ndarray:
+    """Check the dimensionality, the size (``min_voxels`` along every axis of a 3D volume) and finiteness of a loaded
+    volume; returns it unchanged."""
     if array.ndim != expected_ndim:
         raise DataError(f"{source}: expected a {expected_ndim}D volume, found shape {tuple(array.shape)}")
     if min(array.shape) < 1:
         raise DataError(f"{source}: expected a non-empty volume, found shape {tuple(array.shape)}")
-    if expected_ndim == 3 and min(array.shape) < MIN_SPATIAL_VOXELS:
+    if expected_ndim == 3 and min(array.shape) < min_voxels:
         raise DataError(
-            f"{source}: expected at least {MIN_SPATIAL_VOXELS} voxels along every axis of a 3D volume, "
+            f"{source}: expected at least {min_voxels} voxels along every axis of a 3D volume, "
             f"found shape {tuple(array.shape)}"
         )
     if not allow_nan and np.issubdtype(array.dtype, np.floating):
@@ -60,8 +63,11 @@ def check_volume_array(array: np.ndarray, source: str, expected_ndim: int = 3, a
     return array
 
 
-def load_nifti_checked(path: str, expected_ndim: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI fully (so truncation is caught now, not mid-training) and check it; returns (array, affine)."""
+def load_nifti_checked(
+    path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load a NIfTI fully (so truncation is caught now, not mid-training) and check it (:func:`check_volume_array`);
+    returns (array, affine)."""
     try:
         image = nib.load(path)
         array = np.asanyarray(image.dataobj)
@@ -72,7 +78,7 @@ def load_nifti_checked(path: str, expected_ndim: int = 3) -> tuple[np.ndarray, n
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-8:
         raise DataError(f"{path}: expected an invertible affine, found {affine[:3, :3].tolist()}")
-    return check_volume_array(array, path, expected_ndim), affine
+    return check_volume_array(array, path, expected_ndim, min_voxels=min_voxels), affine
 
 
 def check_report_text(report: object, source: str) -> str:

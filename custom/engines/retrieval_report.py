@@ -46,7 +46,8 @@ class RetrievalReport(EmbeddingCollector):
         self.metrics: dict | None = None
 
     def _thumbnail(self, index: int) -> np.ndarray:
-        array, _ = load_nifti_checked(self.rows[index]["image"])
+        # a thumbnail for the sheet only: the volume already passed the loaders' checks, size floor included
+        array, _ = load_nifti_checked(self.rows[index]["image"], min_voxels=1)
         low, high = self.hu_window
         return mid_slice(np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0))
 

@@ -80,8 +80,8 @@ def stratified_crop_origins(
     empty = np.setdiff1d(np.arange(int(np.prod(cells))), occupied)
     order = np.concatenate([rng.permutation(occupied), rng.permutation(empty)])
     centres = []
-    for cell in order[:count]:
-        members = np.flatnonzero(cell_id == cell)
+    for cell in order[:count]:  # strata_grid makes at least `count` cells
+        members = np.flatnonzero(cell_id == cell) if jitter is None else ()
         if jitter is not None:
             index = np.asarray(np.unravel_index(int(cell), cells))
             centre = low + (index + 0.5) * (high - low) / cells
@@ -91,8 +91,6 @@ def stratified_crop_origins(
         else:
             index = np.asarray(np.unravel_index(int(cell), cells))
             centres.append(low + (index + 0.5) * (high - low) / cells)
-    while len(centres) < count:  # fewer cells than crops only when count exceeds the cells (never by construction)
-        centres.append(points[rng.integers(len(points))])
     return _clamp_origins(np.asarray(centres, dtype=np.int64), shape, crop_size)
 
 

@@ -75,7 +75,7 @@ def main() -> None:
     if args.text == "impression":
         for row in train_rows + val_rows:
             row["report"] = _impression(row["report"])
-    network.fit_text_whitening([row["report"] for row in train_rows])
+    network.prepare_text([row["report"] for row in train_rows])
     affinity = parser.get_parsed_content("tcl_affinity")
     affinity.prepare(train_rows, network.report_vectors)
     loss_function = TextInformedContrastiveLoss(affinity)
@@ -114,7 +114,7 @@ def main() -> None:
     def evaluate() -> tuple[float, float, float, float]:
         network.eval()
         with torch.no_grad():
-            crops = [network.embed_images(val_set[i]["image"]) for i in range(len(val_set))]
+            crops = [network.embed_images(val_set[i]["image"].float()) for i in range(len(val_set))]
             volumes = torch.stack([F.normalize(c.mean(0), dim=-1) for c in crops])
             similarity = embed_reports([row["report"] for row in val_rows]) @ volumes.T
             ranks = (similarity >= similarity.diagonal()[:, None]).sum(1)
@@ -129,7 +129,7 @@ def main() -> None:
     step, history, start = 0, [], time.time()
     while step < args.steps:
         for batch in loader:
-            crops = batch["image"].flatten(0, 1)
+            crops = batch["image"].float().flatten(0, 1)
             crop_to_report = torch.arange(args.batch).repeat_interleave(crops.shape[0] // args.batch)
             loss = loss_function(
                 network.embed_images(crops), embed_reports(list(batch["report"])), crop_to_report,

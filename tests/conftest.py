@@ -5,6 +5,7 @@ Bundles run in this process (``monai.bundle.run``) rather than in subprocesses: 
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -49,3 +50,20 @@ def run_bundle(bundle: str, configs: list[str], bundle_root: str, workflow: str 
     workflow_.run()
     workflow_.finalize()
     return workflow_
+
+
+def folder_tree(folder) -> dict[str, str]:
+    """``{relative path: sha1 of the bytes | "<dir>" | "-> link target"}`` of everything under ``folder``."""
+    result = {}
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, folder)
+            if os.path.islink(path):
+                result[rel] = "-> " + os.readlink(path)
+            elif os.path.isdir(path):
+                result[rel] = "<dir>"
+            else:
+                with open(path, "rb") as f:
+                    result[rel] = hashlib.sha1(f.read()).hexdigest()
+    return result

@@ -85,6 +85,27 @@ def test_text_encoder_freezing_and_frozen_cache(offline_text_encoder):
     assert not frozen.model.training  # no dropout: cached outputs equal recomputed ones
 
 
+def test_frozen_text_encoder_runs_once_per_report_then_never_per_step(offline_text_encoder):
+    reports = [f"Finding {i}: no pleural effusion. Mild atelectasis in segment {i}." for i in range(40)]
+    frozen = HFTextEncoder(offline_text_encoder, frozen_layers=-1)
+    fresh = frozen._encode(reports[:3])
+    calls = []
+    frozen.model.register_forward_hook(lambda *args: calls.append(1))
+    frozen.precompute(reports, batch_size=16, progress=False)
+    assert len(calls) == 3  # 40 reports in batches of 16
+    for step in range(10):  # training steps: every report is looked up, none re-encoded
+        features = frozen([reports[(step * 4 + i) % 40] for i in range(4)])
+    assert len(calls) == 3 and len(frozen._cache) == 40
+    assert features.tokens.dtype == torch.float32
+    looked_up = frozen(reports[:3])
+    for row, (tokens, pooled) in enumerate(fresh):
+        assert torch.equal(looked_up.pooled[row], pooled)  # pooled vectors are kept exactly
+        stored = looked_up.tokens[row, : tokens.shape[0]]
+        assert torch.allclose(stored, tokens, rtol=1e-3, atol=1e-3)  # tokens are kept in float16
+    with pytest.raises(RuntimeError, match="fully frozen"):
+        HFTextEncoder(offline_text_encoder, frozen_layers=1).precompute(reports)
+
+
 def test_text_encoder_unknown_id_fails_offline_with_one_line():
     with pytest.raises(OSError, match="text_encoder_name 'no-such-org/no-such-model'"):
         HFTextEncoder("no-such-org/no-such-model")
@@ -152,7 +173,7 @@ def test_t3d_text_whitening_is_fitted_from_reports_and_needs_a_frozen_encoder(of
     reports = [f"There is a {size} mm nodule in the right upper lobe." for size in range(5, 25)] + ["No acute findings."]
     model = T3DModel(BasicUNetBackbone(features=SMALL_UNET), HFTextEncoder(offline_text_encoder, frozen_layers=-1),
                      embed_dim=16, interactor_heads=4, text_whitening=8).eval()
-    model.fit_text_whitening(reports)
+    model.prepare_text(reports)
     with torch.no_grad():
         pooled = model.text_encoder(reports).pooled
         white = model.text_whitening(pooled)

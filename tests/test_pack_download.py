@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from bundle_toys import toy_name, toy_pack
+from conftest import folder_tree
 from custom.packaging.pack import TOY_BANNER, PackError, bundle_requirements, check_version_order, main, pack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -391,23 +392,6 @@ def _zip(path, members) -> str:
     return str(path)
 
 
-def _tree(folder) -> dict[str, str]:
-    """``{relative path: sha1 of the bytes | "<dir>" | "-> link target"}`` of everything under ``folder``."""
-    result = {}
-    for base, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = os.path.join(base, name)
-            rel = os.path.relpath(path, folder)
-            if os.path.islink(path):
-                result[rel] = "-> " + os.readlink(path)
-            elif os.path.isdir(path):
-                result[rel] = "<dir>"
-            else:
-                with open(path, "rb") as f:
-                    result[rel] = hashlib.sha1(f.read()).hexdigest()
-    return result
-
-
 _BUNDLE_FILES = [("good_bundle/configs/metadata.json", '{"version": "0.1.0"}'), ("good_bundle/models/model.pt", b"w")]
 _UNSAFE = {  # case -> (members, offending member, what is wrong with it)
     "dotdot": ([("../configs/metadata.json", "{}"), ("../models/model.pt", "w")], "../configs/metadata.json",
@@ -442,12 +426,12 @@ def test_prepare_refuses_unsafe_archives_before_touching_the_disk(tmp_path, caps
     members, member, problem = _UNSAFE[case]
     evil = _zip(tmp_path / f"{case}.zip", members)
     capsys.readouterr()
-    before = _tree(tmp_path)
+    before = folder_tree(tmp_path)
     assert prepare_main(["--app_dir", str(app), "--bundle", evil]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {evil}: expected relative paths of plain files and folders inside one bundle folder, found member "
         f"{member!r} with {problem}"]
-    assert _tree(tmp_path) == before  # the app, its bundles and every sibling byte for byte; nothing new either
+    assert folder_tree(tmp_path) == before  # the app, its bundles and every sibling byte for byte; nothing new either
     assert not os.path.exists(tmp_path / "escaped.txt") and not os.path.exists(tmp_path / "apps" / "escaped.txt")
     # the same zips through the library call: the project's error type (a DataError, so a ValueError)
     from custom.data.checks import DataError
@@ -457,7 +441,7 @@ def test_prepare_refuses_unsafe_archives_before_touching_the_disk(tmp_path, caps
     with pytest.raises(ArchiveError, match="found member") as caught:
         prepare_app(str(app), [evil])
     assert isinstance(caught.value, DataError) and evil in str(caught.value) and repr(member) in str(caught.value)
-    assert _tree(tmp_path) == before
+    assert folder_tree(tmp_path) == before
 
 
 def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_path, capsys):
@@ -477,17 +461,17 @@ def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_
     data = bytearray(damaged.read_bytes())
     data[data.index(b"weights") + 3] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    before = _tree(tmp_path)
+    before = folder_tree(tmp_path)
     assert prepare_main(["--app_dir", str(app), "--bundle", str(damaged)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: {damaged}: expected intact member data, found a CRC mismatch in member 'good_bundle/models/model.pt'")
-    assert _tree(tmp_path) == before
+    assert folder_tree(tmp_path) == before
 
     # a new version replaces <model>/good_bundle only (a file it no longer has is gone); siblings stay
     updated = _zip(tmp_path / "good_v2.zip", [("good_bundle/configs/metadata.json", '{"version": "0.2.0"}')])
-    siblings = {k: v for k, v in _tree(tmp_path / "apps").items() if not k.startswith("t3d/model/good_bundle")}
+    siblings = {k: v for k, v in folder_tree(tmp_path / "apps").items() if not k.startswith("t3d/model/good_bundle")}
     assert prepare_main(["--app_dir", str(app), "--bundle", updated]) == 0
-    after = _tree(tmp_path / "apps")
+    after = folder_tree(tmp_path / "apps")
     assert {k: v for k, v in after.items() if not k.startswith("t3d/model/good_bundle")} == siblings
     assert sorted(k for k in after if k.startswith("t3d/model/good_bundle")) == [
         "t3d/model/good_bundle", "t3d/model/good_bundle/configs", "t3d/model/good_bundle/configs/metadata.json"]
@@ -504,14 +488,14 @@ def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_
     bundles = tmp_path / "a" / "bundles"
     (bundles / "other_bundle").mkdir(parents=True)
     (bundles / "other_bundle" / "model.pt").write_bytes(b"weights")
-    before = _tree(tmp_path / "a")
+    before = folder_tree(tmp_path / "a")
     for _ in range(2):  # the retry is refused the same way: nothing partial was left to be taken for a finished copy
         assert download_main(["--name", "evil", "--url", f"file://{evil}", "--bundle_dir", str(bundles),
                               "--no_progress"]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"error: file://{evil}: expected relative paths of plain files and folders inside one bundle folder, "
             f"found member {member!r} with {problem}")
-        assert _tree(tmp_path / "a") == before
+        assert folder_tree(tmp_path / "a") == before
     assert not (tmp_path / "a" / "escaped.txt").exists()
 
     # for contrast, MONAI's own download (what the wrapper replaces in the docs): refuses mid-extraction, leaves the
@@ -535,13 +519,13 @@ def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_
                           "--no_progress"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: file://{missing}: expected a downloadable bundle zip, found ") and str(missing) in line
-    assert _tree(tmp_path / "a") == before
+    assert folder_tree(tmp_path / "a") == before
 
     # a good zip: unpacked to <bundle_dir>/<name>, no temporary folder or zip left; again: replaced, exit 0
     for _ in range(2):
         assert download_main(["--name", "good_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles),
                               "--no_progress"]) == 0
-        assert _tree(tmp_path / "a") == {**before, "bundles/good_bundle": "<dir>",
+        assert folder_tree(tmp_path / "a") == {**before, "bundles/good_bundle": "<dir>",
                                          "bundles/good_bundle/configs": "<dir>", "bundles/good_bundle/models": "<dir>",
                                          "bundles/good_bundle/configs/metadata.json":
                                              hashlib.sha1(b'{"version": "0.1.0"}').hexdigest(),

@@ -16,7 +16,7 @@ from custom.data.pairs import PairsDataset, load_pairs
 from custom.data.synthetic_ct import FINDING_NAMES, Finding, render_phantom
 from custom.data.volume_cache import VolumeCache
 from custom.transforms.preprocessing import VolumePreprocessing
-from custom.transforms.subvolume import read_crop, sample_crop_origins, strata_grid, stratified_crop_origins
+from custom.transforms.subvolume import read_crops, sample_crop_origins, strata_grid, stratified_crop_origins
 
 
 def _write(path, array, affine=None) -> str:
@@ -61,7 +61,7 @@ def test_crops_are_native_resolution_inside_the_volume_and_body_biased(tmp_path)
     origins = sample_crop_origins(volume.array.shape, (32, 32, 32), volume.foreground, 500, 1.0, np.random.default_rng(0))
     assert (origins >= 0).all() and (origins + 32 <= np.array(volume.array.shape)).all()
     o = origins[0]
-    assert np.allclose(read_crop(volume.array, o, (32, 32, 32)), expected[o[0] : o[0] + 32, o[1] : o[1] + 32, o[2] : o[2] + 32], atol=1e-3)
+    assert np.allclose(read_crops(volume.array, [o], (32, 32, 32))[0], expected[o[0] : o[0] + 32, o[1] : o[1] + 32, o[2] : o[2] + 32], atol=1e-3)
     body = expected > 0.25
 
     def body_fraction(prob):

@@ -101,7 +101,7 @@ def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
     volume = dataset.cache.load(dataset.rows[0]["image"])
     assert all(2 * c <= s for c, s in zip(dataset.crop_size, volume.array.shape))
     torch.manual_seed(0)
-    origins = dataset.crop_origins(volume.array.shape, volume.foreground)
+    origins = dataset.crop_origins(volume)
     assert len({tuple(o >= 8) for o in origins}) == 8  # one crop in each octant of the body
     assert min(len(row["report"].split()) for row in dataset.rows) >= 80  # long reports
     assert workflow.parser.get_parsed_content("tcl_affinity").source == "labels"

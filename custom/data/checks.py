@@ -6,6 +6,7 @@ and what was found, so a bad case among thousands is found from the log line alo
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
@@ -28,6 +29,7 @@ __all__ = [
     "check_same_geometry",
     "check_label_values",
     "check_channel_count",
+    "glob_images",
     "patient_split_problems",
     "refuse_patient_leakage",
 ]
@@ -167,6 +169,15 @@ def check_channel_count(channels: int, expected: int, source: str) -> None:
     """The number of image channels must match the network's ``in_channels``."""
     if int(channels) != int(expected):
         raise DataError(f"{source}: expected {expected} image channel(s) for the network, found {channels}")
+
+
+def glob_images(pattern: str, config_key: str = "images") -> list[str]:
+    """The sorted files matching ``pattern`` (an inference config's ``images``); a one-line :class:`DataError` naming
+    the config key and the pattern when none match (an inference over no image would exit 0 having written nothing)."""
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise DataError(f"{config_key}: expected image files matching {pattern}, found none")
+    return paths
 
 
 def patient_split_problems(splits: Mapping[str, Sequence[dict]], patient_key: str = "patient_id") -> list[str]:

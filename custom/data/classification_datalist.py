@@ -66,7 +66,8 @@ def load_classification_split(
     seed: int = 0,
     class_names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Rows ``{"image": absolute path, "label": [float] * C, "patient_id", "study_id"}`` of ``split`` (only these
+    """Rows ``{"image": absolute path (a list of paths, one per channel, when the row lists several), "label":
+    [float] * C, "patient_id", "study_id"}`` of ``split`` (only these
     keys: other row fields, e.g. free-text term lists of varying length, would not collate into batches).
 
     ``class_names`` (e.g. from the bundle config) must equal the file's list when given: a model trained on one class
@@ -87,11 +88,16 @@ def load_classification_split(
         where = f"{datalist} [{split} #{index}]"
         if not isinstance(row, dict) or "image" not in row:
             raise DataError(f"{where}: expected a row with an 'image' key, found {row if not isinstance(row, dict) else sorted(row)}")
-        image = row["image"] if os.path.isabs(row["image"]) else os.path.normpath(os.path.join(base, row["image"]))
-        if not os.path.isfile(image):
-            raise DataError(f"{where} key 'image': image file not found: {image}")
+        listed = row["image"] if isinstance(row["image"], list) else [row["image"]]  # a list: one file per channel
+        if not listed or not all(isinstance(p, str) and p for p in listed):
+            raise DataError(f"{where} key 'image': expected a file path or a list of file paths, found {row['image']!r}")
+        paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in listed]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise DataError(f"{where} key 'image': image file not found: {path}")
+        image = paths if isinstance(row["image"], list) else paths[0]  # the channel count is checked after loading
         vector = _label_vector(row, where, len(names))
-        patient = str(row.get("patient_id") or os.path.basename(image).split(".")[0])
+        patient = str(row.get("patient_id") or os.path.basename(paths[0]).split(".")[0])
         rows.append({"image": image, "label": vector, "patient_id": patient, "study_id": str(row.get("study_id", image))})
     if label_fraction < 1.0:  # "label" holds the same multi-hot vector the curation stratifies its files by
         rows = label_fraction_subsets(rows, (label_fraction,), seed, stratify_key="label")[label_fraction]

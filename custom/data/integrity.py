@@ -10,8 +10,8 @@ the Decathlon ``test`` list, a bare image path. Paths are relative to the datali
 Checks, each problem reported as one line ``<split>[<row>] <file or key>: expected ..., found ...``:
 
 - every image (and label) file exists and loads fully; images are 3D (4D with channels last is accepted for
-  multi-modal Decathlon images) with finite values, an invertible affine and voxel spacing within
-  ``[min_spacing, max_spacing]`` mm;
+  multi-modal Decathlon images; a pairs or classification row names one single-channel volume, not a list) with
+  finite values, an invertible affine and voxel spacing within ``[min_spacing, max_spacing]`` mm;
 - segmentation: the label is 3D, has the image's spatial shape and affine, holds integer values within the declared
   classes (``--num_classes`` N means 0..N-1, else the datalist's ``labels`` dict as in ``dataset.json``, else its
   ``channel_def``);
@@ -130,6 +130,11 @@ def _check_row(row: dict, kind: str, base_dir: str, classes: list | None, label_
     images = row.get("image")
     image_paths = images if isinstance(images, list) else [images]
     loaded = None
+    if kind in ("pairs", "classification") and isinstance(images, list) and len(images) != 1:
+        # single-channel CT: a list is a multi-channel row (the bundles' networks take 1 channel)
+        problems.append(f"image: expected one file path (a single-channel volume), found a list of {len(images)}: "
+                        f"{images[:2]}")
+        image_paths = []
     for image in image_paths:
         if not isinstance(image, str) or not image:
             problems.append(f"image: expected a file path, found {image!r}")

@@ -12,12 +12,12 @@ import torch
 from torch.utils.data import Dataset
 
 from custom.data.checks import DataError, check_report_text, read_json_object, read_report, read_text_file
-from custom.data.volume_cache import VolumeCache
+from custom.data.volume_cache import CachedVolume, VolumeCache
 from custom.transforms.report_text import clean_report
 from custom.transforms.subvolume import (
     SAMPLING_MODES,
     grid_crop_origins,
-    read_crop,
+    read_crops,
     sample_crop_origins,
     stratified_crop_origins,
 )
@@ -79,11 +79,22 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
     if not rows:
         raise DataError(f"{datalist}: expected at least one '{split}' row, found none")
     checked = []
+    label_length = None
     for index, row in enumerate(rows):
         where = f"{datalist} [{split} #{index}]"
         for key in ("image", "report"):
             if key not in row:
                 raise DataError(f"{where}: expected key '{key}', found keys {sorted(row)}")
+        if not isinstance(row["image"], str):
+            found = f"a list of {len(row['image'])}: {row['image'][:2]}" if isinstance(row["image"], list) else repr(row["image"])
+            raise DataError(f"{where}: 'image': expected one image file path (pre-training is single-channel), found {found}")
+        if "label_vector" in row:
+            label_length = label_length if label_length is not None else len(row["label_vector"])
+            if len(row["label_vector"]) != label_length:
+                raise DataError(
+                    f"{where}: 'label_vector': expected {label_length} values (as the split's first labelled row), "
+                    f"found {len(row['label_vector'])}"
+                )
         image = row["image"] if os.path.isabs(row["image"]) else os.path.join(base, row["image"])
         if not os.path.isfile(image):
             raise DataError(f"{where}: image file not found: {image}")
@@ -96,7 +107,8 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
 class PairsDataset(Dataset):
     """Crops and reports for T3D.
 
-    Item: ``image`` ``(K, 1, *crop_size)`` float32 crops at the cached (native) resolution, ``index`` int, and when
+    Item: ``image`` ``(K, 1, *crop_size)`` float16 crops at the cached (native) resolution (the trainers and evaluators
+    convert them to float32 on their device: half the bytes through workers and host-to-device copies), ``index`` int, and when
     the rows have reports: ``report`` str; when every row has one, ``label_vector`` ``(C,)`` float32 (the finding
     labels TCL's ``"labels"`` report affinity compares). Rows without reports (inference on images only) give
     images only.
@@ -142,22 +154,27 @@ class PairsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def crop_origins(self, volume_shape: Sequence[int], foreground: np.ndarray) -> np.ndarray:
+    def crop_origins(self, volume: CachedVolume) -> np.ndarray:
+        """``(K, 3)`` origins of this call's crops of ``volume``."""
+        volume_shape = volume.array.shape
         if self.eval_grid:
             return grid_crop_origins(volume_shape, self.crop_size, self.eval_grid)
         # seeded from torch so DataLoader workers differ and monai.utils.set_determinism makes runs repeatable
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
         if self.sampling == "stratified":
             return stratified_crop_origins(
-                volume_shape, self.crop_size, foreground, self.crops_per_volume, rng, self.crop_jitter
-            )
-        return sample_crop_origins(volume_shape, self.crop_size, foreground, self.crops_per_volume, self.foreground_prob, rng)
+                volume_shape, self.crop_size, volume.foreground, self.crops_per_volume, rng, self.crop_jitter,
+                volume.body_grid,
+            )  # fmt: skip
+        return sample_crop_origins(
+            volume_shape, self.crop_size, volume.foreground, self.crops_per_volume, self.foreground_prob, rng
+        )
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         volume = self.cache.load(row["image"])
-        origins = self.crop_origins(volume.array.shape, volume.foreground)
-        crops = np.stack([read_crop(volume.array, o, self.crop_size) for o in origins])[:, None]
+        origins = self.crop_origins(volume)
+        crops = read_crops(volume.array, origins, self.crop_size)[:, None]
         item = {"image": torch.from_numpy(crops), "index": index}
         if self.has_reports:
             item["report"] = row["report"]

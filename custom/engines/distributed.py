@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process", "main_process_first", "handlers_for_rank"]
+__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process", "main_process_first", "preparation_stage", "handlers_for_rank"]
 
 
 def init_distributed() -> None:
@@ -50,19 +50,32 @@ def handlers_for_rank(handlers: Sequence, every_rank: Sequence[str] = ()) -> lis
     return [handler for handler in handlers if type(handler).__name__ in keep]
 
 
+def preparation_stage() -> int:
+    """When this process runs an idempotent preparation step under ``torchrun``: 0 the global rank 0, 1 the first
+    process of every other node (``LOCAL_RANK`` 0), 2 every other process. See :func:`main_process_first`."""
+    if dist.get_rank() == 0:
+        return 0
+    return 1 if int(os.environ.get("LOCAL_RANK", "0")) == 0 else 2
+
+
 def main_process_first(fn: Callable) -> Callable:
-    """Run ``fn`` on rank 0 first, then on the other ranks (which then find its outputs ready): for idempotent
-    preparation steps such as generating data or building a model folder. Plain call outside DDP."""
+    """Run ``fn`` (an idempotent preparation step that skips what already exists: generating data, caching
+    volumes, building a model folder) first on rank 0, then on the first process of each other node, then on the
+    rest, with a barrier between the stages.
+
+    On one shared filesystem rank 0 builds everything and the later stages find it ready; with node-local disks each
+    node's first process builds its own copy; in both cases no two processes of one node ever write the same file at
+    once. Plain call outside DDP."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return fn(*args, **kwargs)
-        if dist.get_rank() == 0:
-            result = fn(*args, **kwargs)
+        stage, result = preparation_stage(), None
+        for turn in range(3):
+            if turn == stage:
+                result = fn(*args, **kwargs)
             dist.barrier()
-            return result
-        dist.barrier()
-        return fn(*args, **kwargs)
+        return result
 
     return wrapper

@@ -67,7 +67,7 @@ class EmbeddingEvaluator(Evaluator):
     def _iteration(self, engine: "EmbeddingEvaluator", batchdata: dict) -> dict:
         model = unwrap(engine.network)
         model.eval()
-        crops = batchdata["image"].to(engine.state.device)
+        crops = batchdata["image"].to(engine.state.device, torch.float32)  # float16 from the loader
         batch, per_volume = crops.shape[:2]
         output = {}
         with torch.no_grad(), torch.autocast(crops.device.type, dtype=torch.bfloat16, enabled=engine.amp):

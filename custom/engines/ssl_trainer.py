@@ -102,7 +102,7 @@ class ImageSSLTrainer(T3DTrainer):
         return {"loss": loss, "restoration": loss}
 
     def _iteration(self, engine: "ImageSSLTrainer", batchdata: dict) -> list[dict]:
-        crops = batchdata["image"].to(engine.state.device, non_blocking=True).flatten(0, 1)
+        crops = batchdata["image"].to(engine.state.device, torch.float32, non_blocking=True).flatten(0, 1)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(crops.device.type, dtype=engine.amp_dtype, enabled=engine.amp):

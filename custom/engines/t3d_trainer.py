@@ -155,7 +155,7 @@ class T3DTrainer(Trainer):
 
     def _forward(self, network: torch.nn.Module, batchdata: dict) -> tuple:
         """Crops ``(B, K, 1, *S)`` -> ``(out, crops (B*K, 1, *S), mask, crop_to_report (B*K,))``."""
-        crops = batchdata["image"].to(self.state.device, non_blocking=True)
+        crops = batchdata["image"].to(self.state.device, torch.float32, non_blocking=True)  # float16 from the loader
         batch, per_volume = crops.shape[:2]
         crops = crops.flatten(0, 1)  # (B*K, 1, *S): the K crops of volume b are rows b*K .. b*K+K-1
         crop_to_report = torch.arange(batch, device=crops.device).repeat_interleave(per_volume)

@@ -44,7 +44,7 @@ class T3DModel(nn.Module):
         interactor_depth, interactor_heads: cross-attention blocks and heads.
         temperature: initial TCL temperature (learnable, stored as ``logit_scale = log(1 / temperature)``).
         text_whitening: 0 (off) or the number of principal components a frozen encoder's pooled report vectors are
-            whitened to before the text projection; fit it with :meth:`fit_text_whitening` on the training reports.
+            whitened to before the text projection; fitted by :meth:`prepare_text` on the training reports.
     """
 
     def __init__(
@@ -98,12 +98,16 @@ class T3DModel(nn.Module):
         return self.text_projection(self._whiten(pooled))
 
     @torch.no_grad()
-    def fit_text_whitening(self, reports: Sequence[str], batch_size: int = 64) -> None:
-        """Fit the text whitening on ``reports`` (the training split's); does nothing when whitening is off."""
-        if self.text_whitening is None:
+    def prepare_text(self, reports: Sequence[str], batch_size: int = 32) -> None:
+        """Before training, on the training split's ``reports``: a fully frozen text encoder encodes each of them
+        once (:meth:`HFTextEncoder.precompute`; steps then only look them up), and the text whitening, when on, is
+        fitted on their pooled vectors. Does nothing for a trainable encoder."""
+        if not self.text_encoder.fully_frozen:
             return
-        pooled = [self.text_encoder(list(reports[i : i + batch_size])).pooled for i in range(0, len(reports), batch_size)]
-        self.text_whitening.fit(torch.cat(pooled) if pooled else torch.empty(0, self.text_encoder.hidden_size))
+        self.text_encoder.precompute(reports, batch_size)
+        if self.text_whitening is not None:
+            pooled = [self.text_encoder(list(reports[i : i + batch_size])).pooled for i in range(0, len(reports), batch_size)]
+            self.text_whitening.fit(torch.cat(pooled) if pooled else torch.empty(0, self.text_encoder.hidden_size))
 
     def restore(self, corrupted: torch.Tensor, text=None, crop_to_report: torch.Tensor | None = None) -> torch.Tensor:
         """Decode corrupted crops ``(N, 1, *S)`` to ``(N, 1, *S)``; with the interactor on, crop ``n`` attends to the

@@ -53,5 +53,5 @@ class TextWhitening(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         if not bool(self.fitted):
-            raise RuntimeError("text_whitening: used before it was fitted (call T3DModel.fit_text_whitening in initialize)")
+            raise RuntimeError("text_whitening: used before it was fitted (call T3DModel.prepare_text in initialize)")
         return (pooled - self.mean) @ self.transform

@@ -6,13 +6,17 @@ a NaN loss, an unloadable checkpoint, an unknown override) end up in the middle 
 :func:`install_error_hook`, the first ``initialize`` item of every bundle config, replaces ``sys.excepthook`` for the
 rest of the process: when the uncaught exception, or any exception in its ``__cause__``/``__context__`` chain, is one
 of :data:`ONE_LINE_ERRORS`, the run prints the traceback only with ``T3D_TRACEBACK=1`` and ends with the line
-``error: <message>``; the exit status stays 1. Any other exception keeps Python's full traceback.
+``error: <message>``; the exit status stays 1 (when other threads are alive the process ends right after that line,
+before an interpreter teardown that could abort natively: :func:`_exit_before_teardown_if_threads_run`). Any other
+exception keeps Python's full traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import traceback
 from types import TracebackType
 
@@ -60,6 +64,26 @@ def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | N
         traceback.print_exception(kind, error, tb)
     if message is not None:
         print(f"error: {message}", file=sys.stderr, flush=True)
+        _exit_before_teardown_if_threads_run()
+
+
+def _exit_before_teardown_if_threads_run() -> None:
+    """End the process now (status 1) when other threads are alive, so the error line stays the last thing printed.
+
+    A loader thread may still be inside native code when the main thread's error ends the run (MONAI's
+    ``CacheDataset`` fills its cache in a ``ThreadPool`` whose ``terminate()`` does not wait for the item being
+    loaded). At interpreter teardown such a daemon thread is unwound through torch's C++ frames and the process
+    aborts with ``terminate called without an active exception`` (exit 134) after the error line, some of the
+    time. Log handlers and the standard streams are flushed first; with no other thread the normal exit follows."""
+    if threading.active_count() <= 1:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed stream: nothing to flush
+            pass
+    os._exit(1)
 
 
 def install_error_hook() -> bool:

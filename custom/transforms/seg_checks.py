@@ -3,20 +3,65 @@ bad case fails before any resampling."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 
+import nibabel as nib
+import numpy as np
 import torch
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
 
 from custom.data.checks import MIN_SPATIAL_VOXELS, DataError, check_channel_count, check_label_values, check_same_geometry
 
-__all__ = ["CheckImageInputd", "CheckSegmentationInputd", "check_image_tensor"]
+__all__ = ["CheckImageInputd", "CheckSegmentationInputd", "LoadImageCheckedd", "check_image_tensor"]
 
 
 def _source(item: object, fallback: str) -> str:
     meta = getattr(item, "meta", {})
     name = meta.get("filename_or_obj", fallback) if isinstance(meta, Mapping) else fallback
     return str(name[0] if isinstance(name, (list, tuple)) else name)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why ``path`` cannot be read as an image (no file, empty, a NIfTI that does not decode fully), or None."""
+    if not os.path.isfile(path):
+        return "no file"
+    if os.path.getsize(path) == 0:
+        return "an empty file (0 bytes)"
+    if path.lower().endswith((".nii", ".nii.gz")):
+        try:
+            np.asanyarray(nib.load(path).dataobj)
+        except Exception as err:  # noqa: BLE001 - nibabel, gzip and zlib raise many types for damaged files
+            return _first_line(err)
+    return None
+
+
+class LoadImageCheckedd(LoadImaged):
+    """MONAI's ``LoadImaged`` whose failures are one line: a file that does not load (truncated, empty, not an image,
+    absent) raises :class:`custom.data.checks.DataError` naming the file and the reader's reason, instead of
+    nibabel's ``EOFError`` / MONAI's reader error without the file name. Loading itself is unchanged (same readers,
+    same ``MetaTensor``); the files are only re-examined after a failure, to name the one that failed."""
+
+    def __call__(self, data: Mapping[Hashable, object], reader: object | None = None) -> dict:
+        try:
+            return super().__call__(data, reader)
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the reader raised, one line naming the file
+            paths = [str(p) for key in self.keys if key in data
+                     for p in (data[key] if isinstance(data[key], (list, tuple)) else [data[key]])]
+            for path in paths:
+                reason = unreadable_reason(path)
+                if reason is not None:
+                    break
+            else:
+                path, reason = ", ".join(paths) or "image", _first_line(err)
+            raise DataError(f"{path}: expected a readable image file, found {reason}") from err
 
 
 def check_image_tensor(image: torch.Tensor, source: str, in_channels: int | None = None) -> None:

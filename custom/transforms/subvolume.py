@@ -10,10 +10,14 @@ start.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SAMPLING_MODES", "sample_crop_origins", "stratified_crop_origins", "strata_grid", "grid_crop_origins", "read_crop"]
+__all__ = [
+    "SAMPLING_MODES", "FINE_CELLS", "BodyGrid", "sample_crop_origins", "stratified_crop_origins", "strata_grid", "grid_crop_origins",
+    "read_crops",
+]  # fmt: skip
 
 SAMPLING_MODES = ("stratified", "independent")
 
@@ -55,6 +59,45 @@ def strata_grid(extent: Sequence[int], count: int) -> tuple[int, int, int]:
     return cells[0], cells[1], cells[2]
 
 
+#: cells per axis of the grid body voxels are sorted by (:class:`BodyGrid`); every strata grid of powers of two up to
+#: this size is a union of its cells, so drawing stratified crops never has to revisit all body voxels
+FINE_CELLS = 8
+
+
+@dataclass(frozen=True)
+class BodyGrid:
+    """Body voxels sorted by their cell of a ``cells``-per-axis grid over the body's bounding box.
+
+    ``points`` ``(M, 3)`` int32 sorted by cell id, ``low``/``high`` ``(3,)`` the box (``high`` exclusive),
+    ``offsets`` ``(cells**3 + 1,)``: the points of cell ``c`` are ``points[offsets[c]:offsets[c + 1]]``.
+    ``VolumeCache`` builds it once per volume; :func:`stratified_crop_origins` then only sums ``cells**3`` counts.
+    """
+
+    points: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    cells: int
+    offsets: np.ndarray
+
+    @classmethod
+    def build(cls, shape: Sequence[int], foreground: np.ndarray, cells: int = FINE_CELLS) -> "BodyGrid":
+        """``foreground`` ``(M, 3)`` body voxels; when empty the box is the whole volume of ``shape`` and every cell
+        is empty (crops are then centred on cell centres)."""
+        points = np.asarray(foreground, dtype=np.int64).reshape(-1, 3)
+        if len(points):
+            low, high = points.min(0), points.max(0) + 1
+        else:
+            low, high = np.zeros(3, np.int64), np.asarray(shape, np.int64)
+        cell_id = np.ravel_multi_index(((points - low) * cells // (high - low)).T, (cells,) * 3)
+        order = np.argsort(cell_id, kind="stable")
+        offsets = np.searchsorted(cell_id[order], np.arange(cells**3 + 1))
+        return cls(points[order].astype(np.int32), low, high, int(cells), offsets.astype(np.int64))
+
+    def counts(self) -> np.ndarray:
+        """``(cells, cells, cells)`` body voxels per cell."""
+        return np.diff(self.offsets).reshape((self.cells,) * 3)
+
+
 def stratified_crop_origins(
     shape: Sequence[int],
     crop_size: Sequence[int],
@@ -62,6 +105,7 @@ def stratified_crop_origins(
     count: int,
     rng: np.random.Generator,
     jitter: int | None = None,
+    body_grid: BodyGrid | None = None,
 ) -> np.ndarray:
     """``(count, 3)`` crop origins centred in ``count`` different cells of the body's bounding box.
 
@@ -70,27 +114,36 @@ def stratified_crop_origins(
     centred on a random body voxel of its cell (on the cell's centre when it has none); with an integer ``jitter``
     on the cell's centre moved by at most ``jitter`` voxels along each axis, so crops of one cell show the same part
     of the body in every volume (a lattice over the body). Crops are then shifted inside the volume.
+    ``body_grid``: the volume's :class:`BodyGrid` (``CachedVolume.body_grid``); built here from ``foreground`` when
+    None, which is most of this function's cost.
     """
-    points = np.asarray(foreground) if len(foreground) else np.argwhere(np.ones(tuple(int(s) for s in shape), bool))
-    low, high = points.min(0), points.max(0) + 1
-    cells = np.asarray(strata_grid(high - low, count))
-    cell_of = np.minimum((points - low) * cells // (high - low), cells - 1)
-    cell_id = np.ravel_multi_index(cell_of.T, cells)
-    occupied = np.unique(cell_id)
-    empty = np.setdiff1d(np.arange(int(np.prod(cells))), occupied)
-    order = np.concatenate([rng.permutation(occupied), rng.permutation(empty)])
+    grid = body_grid if body_grid is not None else BodyGrid.build(shape, foreground)
+    cells = strata_grid(grid.high - grid.low, count)
+    if any(grid.cells % c for c in cells):  # a strata grid finer than the stored one (many crops): sort at its size
+        grid = BodyGrid.build(shape, grid.points, max(cells))
+    per_cell = [grid.cells // c for c in cells]
+    fine_counts = grid.counts()
+    # cell (i, j, k) of the strata grid is the block fine_counts[i*pi:(i+1)*pi, j*pj:..., k*pk:...]
+    counts = fine_counts.reshape(cells[0], per_cell[0], cells[1], per_cell[1], cells[2], per_cell[2]).sum((1, 3, 5))
+    counts = counts.ravel()
+    order = np.concatenate([rng.permutation(np.flatnonzero(counts)), rng.permutation(np.flatnonzero(counts == 0))])
+    size = grid.high - grid.low
     centres = []
-    for cell in order[:count]:  # strata_grid makes at least `count` cells
-        members = np.flatnonzero(cell_id == cell) if jitter is None else ()
+    for cell in order[:count].tolist():  # strata_grid makes at least `count` cells
+        index = (cell // (cells[1] * cells[2]), cell // cells[2] % cells[1], cell % cells[2])
+        centre = grid.low + (np.asarray(index) + 0.5) * size / np.asarray(cells)
         if jitter is not None:
-            index = np.asarray(np.unravel_index(int(cell), cells))
-            centre = low + (index + 0.5) * (high - low) / cells
             centres.append(np.round(centre).astype(np.int64) + rng.integers(-int(jitter), int(jitter) + 1, size=3))
-        elif len(members):
-            centres.append(points[members[rng.integers(len(members))]])
+        elif counts[cell]:
+            block = tuple(slice(i * p, (i + 1) * p) for i, p in zip(index, per_cell))
+            fine_ids = np.arange(grid.cells**3).reshape((grid.cells,) * 3)[block].ravel()
+            cumulative = np.cumsum(fine_counts[block].ravel())
+            pick = int(rng.integers(counts[cell]))  # a uniform body voxel of the cell
+            fine = int(np.searchsorted(cumulative, pick, side="right"))
+            before = int(cumulative[fine - 1]) if fine else 0
+            centres.append(grid.points[grid.offsets[fine_ids[fine]] + pick - before])
         else:
-            index = np.asarray(np.unravel_index(int(cell), cells))
-            centres.append(low + (index + 0.5) * (high - low) / cells)
+            centres.append(centre)
     return _clamp_origins(np.asarray(centres, dtype=np.int64), shape, crop_size)
 
 
@@ -102,11 +155,19 @@ def grid_crop_origins(shape: Sequence[int], crop_size: Sequence[int], per_axis: 
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def read_crop(volume: np.ndarray, origin: Sequence[int], crop_size: Sequence[int], pad_value: float = 0.0) -> np.ndarray:
-    """Copy one crop out of ``volume`` (an array or a read-only memmap) as float32, padding where it does not fit."""
-    window = tuple(slice(int(o), int(o) + int(c)) for o, c in zip(origin, crop_size))
-    crop = np.asarray(volume[window], dtype=np.float32)
-    if crop.shape != tuple(crop_size):
-        padding = [(0, int(c) - s) for s, c in zip(crop.shape, crop_size)]
-        crop = np.pad(crop, padding, constant_values=pad_value)
-    return crop
+def read_crops(volume: np.ndarray, origins: np.ndarray, crop_size: Sequence[int], pad_value: float = 0.0, dtype=None) -> np.ndarray:
+    """``(K, *crop_size)`` crops at ``origins`` ``(K, 3)`` copied once out of ``volume`` (an array or a read-only
+    memmap) into one new array, padded with ``pad_value`` where a crop does not fit.
+
+    ``dtype`` None keeps the volume's own (the cache's float16): the loader hands float16 crops on and the trainer
+    converts them on its device, where it costs nothing; numpy's float16 -> float32 conversion costs several times
+    the copy (``benchmarks/subvolume_loading.py``)."""
+    crop_size = tuple(int(c) for c in crop_size)
+    crops = np.empty((len(origins), *crop_size), dtype=dtype if dtype is not None else volume.dtype)
+    for crop, origin in zip(crops, origins):
+        window = tuple(slice(int(o), int(o) + c) for o, c in zip(origin, crop_size))
+        source = volume[window]
+        if source.shape != crop_size:
+            crop.fill(pad_value)
+        crop[tuple(slice(0, n) for n in source.shape)] = source
+    return crops

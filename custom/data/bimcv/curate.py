@@ -556,11 +556,28 @@ def curate(
                 study.study_id, study.patient_id, "study", study.extra["series"], "empty translation",
                 f"{where}: expected English text for a {len(study.extra['report_es'])}-character report, found {found}"))
     studies = [study for study in studies if study.study_id not in empty]
+    _refuse_nothing_left(root, studies, exclusions)
     source = {"kind": "bimcv-mids", "root": root, "labels_tsv": labels_tsv,
               "translation": translation if named else translation.name,
               "min_positive": min_positive, "min_slices": min_slices, "seed": seed}
     return _write_outputs(out, studies, exclusions, min_positive, val_fraction, test_fraction, fractions, seed,
                           source, participants, _read_ehr_results(root, columns_config))
+
+
+def _refuse_nothing_left(source: str, studies: Sequence[CuratedStudy], exclusions: Sequence[Exclusion]) -> None:
+    """A curation that keeps no study is an error, not an empty data set written with exit status 0: one line naming
+    the input, the exclusions by reason and the first one's detail."""
+    if studies:
+        return
+    if not exclusions:
+        raise DataError(f"{source}: expected at least one study to curate, found no rows")
+    first = sorted(exclusions, key=lambda e: (e.study_id, e.level, e.path))[0]
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(Counter(e.reason for e in exclusions).items()))
+    detail = " ".join(str(first.detail).split())
+    detail = detail if first.path and first.path in detail else f"{first.path}: {first.reason}" + (
+        f" ({detail})" if detail else "")
+    raise DataError(f"{source}: expected at least one usable study, found none ({len(exclusions)} excluded: "
+                    f"{reasons}; first: {detail})")
 
 
 def _read_csv_text(path: str) -> str:
@@ -666,6 +683,7 @@ def curate_csv(
     if dry_run:
         _print_dry_run(studies, exclusions)
         return {"dry_run": True, "studies": len(studies), "exclusions": len(exclusions)}
+    _refuse_nothing_left(csv_path, studies, exclusions)
     source = {"kind": "bimcv-r-csv", "csv": os.path.abspath(csv_path), "uncertain_as": uncertain_as,
               "min_positive": min_positive, "min_slices": min_slices, "seed": seed}
     return _write_outputs(out, studies, exclusions, min_positive, val_fraction, test_fraction, fractions, seed,

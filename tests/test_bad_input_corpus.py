@@ -465,6 +465,18 @@ def _singular_affine(case: Case, path: str) -> None:
     nib.save(nib.Nifti1Image(array, None, header=header), path)
 
 
+def _singular_sform_valid_qform(case: Case, path: str) -> None:
+    """The sform (which nibabel and the pre-training loader use) is singular, the qform is fine: MONAI's reader alone
+    would fall back to the qform without a word."""
+    array, affine = _float_image(case)
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    singular = np.array(affine, dtype=np.float64)
+    singular[:3, 2] = 0.0
+    image.set_sform(singular, code=1)
+    nib.save(image, path)
+
+
 def _too_small(case: Case, path: str) -> None:
     array, affine = _float_image(case)
     _nifti(path, np.ascontiguousarray(array[:10, :10, :3]), affine)
@@ -661,6 +673,8 @@ KINDS: dict[str, Kind] = {
     "inf_voxels": Kind(_image_kind(_with_values(np.inf)), _VOLUME_ENTRIES + (CURATION,), "+inf voxels"),
     "image_4d": Kind(_image_kind(_four_d), _VOLUME_ENTRIES, "a 4D (2-channel) file in a 1-channel datalist"),
     "singular_affine": Kind(_image_kind(_singular_affine), _VOLUME_ENTRIES + (CURATION,), "a non-invertible affine"),
+    "singular_sform_valid_qform": Kind(_image_kind(_singular_sform_valid_qform), _VOLUME_ENTRIES + (CURATION,),
+                                       "a singular sform next to a valid qform"),
     "too_small_volume": Kind(_image_kind(_too_small), _VOLUME_ENTRIES + (CURATION,),
                              "10x10x3 voxels, below the network minimum"),
     "wrong_channel_count": Kind(_wrong_channel_count, (PRETRAIN, SEG_TRAIN, CLS_TRAIN, INTEGRITY),

@@ -185,7 +185,7 @@ def test_a_save_killed_by_sigkill_leaves_an_orphan_that_the_next_save_deletes(tm
 
 
 def test_a_crash_mid_epoch_resumes_from_the_last_iteration_checkpoint(tmp_path):
-    from ignite.engine import Engine
+    from ignite.engine import Engine, Events
 
     from custom.engines.checkpointing import ResumableCheckpoint
 
@@ -209,7 +209,10 @@ def test_a_crash_mid_epoch_resumes_from_the_last_iteration_checkpoint(tmp_path):
             optimizer.step()
 
         engine = Engine(step)
-        ResumableCheckpoint(str(tmp_path), network, optimizer, save_every_iterations=2).attach(engine)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        ResumableCheckpoint(str(tmp_path), network, optimizer, scheduler, save_every_iterations=2).attach(engine)
+        # attached after the checkpoint, as in the bundles: a save must still hold this iteration's step
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
         return engine, network
 
     first_seen: list = []
@@ -217,7 +220,9 @@ def test_a_crash_mid_epoch_resumes_from_the_last_iteration_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         engine.run([torch.ones(1, 2)] * 5, max_epochs=2)  # epoch_length 5: the crash is in epoch 2
     assert first_seen == [1, 2, 3, 4, 5, 6, 7]
-    assert safe_load(str(tmp_path / "checkpoint_last.pt"))["iteration"] == 6  # saved every 2 iterations
+    saved = safe_load(str(tmp_path / "checkpoint_last.pt"))
+    assert saved["iteration"] == 6  # saved every 2 iterations
+    assert saved["lr_scheduler"]["last_epoch"] == 6  # the scheduler step of iteration 6 is in it
 
     second_seen: list = []
     engine, network = make(crash_at=None, seen=second_seen)

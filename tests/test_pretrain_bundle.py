@@ -126,6 +126,8 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path, synthetic_pairs, of
     assert (trainer.state.epoch, trainer.state.iteration) == (2, 4)  # one more epoch, not two
     second = safe_load(str(tmp_path / "models" / "checkpoint_last.pt"))
     assert (second["epoch"], second["iteration"]) == (2, 4)
+    # saved after the scheduler's step of the same iteration: a resumed schedule does not lag one step behind
+    assert second["lr_scheduler"]["last_epoch"] == second["iteration"]
     assert _history(tmp_path)["iteration"] == [1, 2, 3, 4]
     assert not [f for f in os.listdir(tmp_path / "models") if ".tmp" in f]  # atomic writes leave no partial files
 

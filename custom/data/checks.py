@@ -21,6 +21,7 @@ __all__ = [
     "DataError",
     "MIN_SPATIAL_VOXELS",
     "load_nifti_checked",
+    "check_affine",
     "check_volume_array",
     "check_report_text",
     "read_text_file",
@@ -77,10 +78,16 @@ def load_nifti_checked(
         raise DataError(f"{path}: image file not found") from None
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as err:
         raise DataError(f"{path}: expected a readable NIfTI, found a corrupt or truncated file ({err})") from None
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-8:
-        raise DataError(f"{path}: expected an invertible affine, found {affine[:3, :3].tolist()}")
+    affine = check_affine(image.affine, path)
     return check_volume_array(array, path, expected_ndim, min_voxels=min_voxels), affine
+
+
+def check_affine(affine: object, source: str) -> np.ndarray:
+    """A finite voxel-to-world matrix whose 3x3 part is invertible; returns it as a float64 ``(4, 4)`` array."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-8:
+        raise DataError(f"{source}: expected an invertible affine, found {affine[:3, :3].tolist()}")
+    return affine
 
 
 def check_report_text(report: object, source: str) -> str:

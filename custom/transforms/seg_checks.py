@@ -11,7 +11,14 @@ import numpy as np
 import torch
 from monai.transforms import LoadImaged, MapTransform
 
-from custom.data.checks import MIN_SPATIAL_VOXELS, DataError, check_channel_count, check_label_values, check_same_geometry
+from custom.data.checks import (
+    MIN_SPATIAL_VOXELS,
+    DataError,
+    check_affine,
+    check_channel_count,
+    check_label_values,
+    check_same_geometry,
+)
 
 __all__ = ["CheckImageInputd", "CheckSegmentationInputd", "LoadImageCheckedd", "check_image_tensor"]
 
@@ -45,16 +52,20 @@ class LoadImageCheckedd(LoadImaged):
     """MONAI's ``LoadImaged`` whose failures are one line: a file that does not load (truncated, empty, not an image,
     absent) raises :class:`custom.data.checks.DataError` naming the file and the reader's reason, instead of
     nibabel's ``EOFError`` / MONAI's reader error without the file name. Loading itself is unchanged (same readers,
-    same ``MetaTensor``); the files are only re-examined after a failure, to name the one that failed."""
+    same ``MetaTensor``); the files are only re-examined after a failure, to name the one that failed.
+
+    A NIfTI whose header affine (the sform when ``sform_code > 0``, as nibabel, the pre-training loader and the
+    integrity checker read it) is singular is refused too: MONAI's reader silently falls back to the qform there, so
+    the same file would be refused by one bundle and loaded with another geometry by the next."""
 
     def __call__(self, data: Mapping[Hashable, object], reader: object | None = None) -> dict:
+        paths = [str(p) for key in self.keys if key in data
+                 for p in (data[key] if isinstance(data[key], (list, tuple)) else [data[key]])]
         try:
-            return super().__call__(data, reader)
+            loaded = super().__call__(data, reader)
         except DataError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever the reader raised, one line naming the file
-            paths = [str(p) for key in self.keys if key in data
-                     for p in (data[key] if isinstance(data[key], (list, tuple)) else [data[key]])]
             for path in paths:
                 reason = unreadable_reason(path)
                 if reason is not None:
@@ -62,6 +73,12 @@ class LoadImageCheckedd(LoadImaged):
             else:
                 path, reason = ", ".join(paths) or "image", _first_line(err)
             raise DataError(f"{path}: expected a readable image file, found {reason}") from err
+        for path in paths:
+            if path.lower().endswith((".nii", ".nii.gz")):
+                header_image = nib.load(path)  # lazy: the header only, no voxels read
+                form = "sform" if header_image.header["sform_code"] > 0 else "qform"
+                check_affine(header_image.affine, f"{path} (its header's {form})")
+        return loaded
 
 
 def check_image_tensor(image: torch.Tensor, source: str, in_channels: int | None = None) -> None:
@@ -82,8 +99,8 @@ def check_image_tensor(image: torch.Tensor, source: str, in_channels: int | None
         if bad:
             raise DataError(f"{source}: expected finite intensities, found {bad} NaN/inf voxels")
     affine = getattr(image, "affine", None)
-    if affine is not None and (not torch.isfinite(affine).all() or abs(float(torch.det(affine[:3, :3].double()))) < 1e-8):
-        raise DataError(f"{source}: expected an invertible affine, found {affine[:3, :3].tolist()}")
+    if affine is not None:
+        check_affine(affine.detach().cpu().numpy(), source)
 
 
 class CheckImageInputd(MapTransform):

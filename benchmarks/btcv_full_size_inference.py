@@ -120,7 +120,14 @@ def run_side(side: str, image: str, scratch: str, device: str, sw_batch_size: in
     workflow.finalize()
     peak = _peak_rss_gib()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0
-    return {"side": side, "sw_batch_size": workflow.parser.get_parsed_content("sw_batch_size"), "seconds": seconds, "peak_rss_gib": peak, "rss_before_gib": before, "peak_gpu_gib": peak_gpu}
+    return {
+        "side": side,
+        "sw_batch_size": workflow.parser.get_parsed_content("sw_batch_size"),
+        "seconds": seconds,
+        "peak_rss_gib": peak,
+        "rss_before_gib": before,
+        "peak_gpu_gib": peak_gpu,
+    }
 
 
 def main(input_kind: str, device: str, sw_batch_size: int | None) -> dict:
@@ -134,24 +141,41 @@ def main(input_kind: str, device: str, sw_batch_size: int | None) -> dict:
         else:
             image = REAL_CT
         source = nib.load(image)
-        print(f"input {source.shape} at {tuple(round(float(z), 2) for z in source.header.get_zooms()[:3])} mm; "
-              f"device {device}, sw_batch_size {sw_batch_size or 'zoo 4, lean the bundle default'}, "
-              f"torch threads {torch.get_num_threads()}", flush=True)
+        print(
+            f"input {source.shape} at {tuple(round(float(z), 2) for z in source.header.get_zooms()[:3])} mm; "
+            f"device {device}, sw_batch_size {sw_batch_size or 'zoo 4, lean the bundle default'}, "
+            f"torch threads {torch.get_num_threads()}",
+            flush=True,
+        )
         torch.manual_seed(0)
         network = SwinUNETR(in_channels=1, out_channels=14, feature_size=48)
         torch.save(network.state_dict(), os.path.join(scratch, "model.pt"))
         del network
         results = {}
         for side in ("zoo", "lean"):
-            command = [sys.executable, os.path.abspath(__file__), "--side", side, "--image", image, "--scratch", scratch,
-                       "--device", device] + (["--sw_batch_size", str(sw_batch_size)] if sw_batch_size else [])  # fmt: skip
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--side",
+                side,
+                "--image",
+                image,
+                "--scratch",
+                scratch,
+                "--device",
+                device,
+            ] + (["--sw_batch_size", str(sw_batch_size)] if sw_batch_size else [])
             done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
             if done.returncode:
                 sys.exit(f"{side} side failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
             results[side] = json.loads(done.stdout.strip().splitlines()[-1])
             r = results[side]
-            print(f"{side:4s}: sw_batch_size {r['sw_batch_size']}, wall {r['seconds']:7.1f} s, peak RSS {r['peak_rss_gib']:5.2f} GiB "
-                  f"(after start-up {r['rss_before_gib']:.2f} GiB)" + (f", peak GPU {r['peak_gpu_gib']:.2f} GiB" if r["peak_gpu_gib"] else ""), flush=True)  # fmt: skip
+            print(
+                f"{side:4s}: sw_batch_size {r['sw_batch_size']}, wall {r['seconds']:7.1f} s, "
+                f"peak RSS {r['peak_rss_gib']:5.2f} GiB (after start-up {r['rss_before_gib']:.2f} GiB)"
+                + (f", peak GPU {r['peak_gpu_gib']:.2f} GiB" if r["peak_gpu_gib"] else ""),
+                flush=True,
+            )
         name = os.path.basename(image).replace(".nii.gz", "_seg.nii.gz")
         zoo = np.asarray(nib.load(os.path.join(scratch, "zoo", name)).dataobj)
         lean = np.asarray(nib.load(os.path.join(scratch, "lean", name)).dataobj)
@@ -167,7 +191,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default="full", choices=("full", "real"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sw_batch_size", type=int, default=None, help="both sides (default: zoo 4, lean the bundle's)")
+    parser.add_argument(
+        "--sw_batch_size", type=int, default=None, help="both sides (default: zoo 4, lean the bundle's)"
+    )
     parser.add_argument("--side", choices=("zoo", "lean"), help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)

@@ -5,8 +5,9 @@
 
 Rows:
 - pre-training steps/s of ``t3d_pretrain``'s ``train.json`` at paper size (SwinUNETR feature_size 48, 96^3 crops,
-  4 volumes x 4 crops a step (the ``--dry`` toy: 4 volumes of ``cpu_toy.json``), activation checkpointing as configured), bf16 autocast and fp32, on one batch drawn
-  once from the bundle's loader; peak GPU memory of each; an MFU estimate = FLOPs per step x steps/s / peak FLOP/s.
+  4 volumes x 4 crops a step (the ``--dry`` toy: 4 volumes of ``cpu_toy.json``), activation checkpointing as
+  configured), bf16 autocast and fp32, on one batch drawn once from the bundle's loader; peak GPU memory of each; an
+  MFU estimate = FLOPs per step x steps/s / peak FLOP/s.
   FLOPs per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one full step (forward, backward,
   including the activation-checkpoint recomputation); the peak is ``--peak_tflops_bf16`` / ``--peak_tflops_fp32``
   (defaults: H200 SXM dense bf16 989 and fp32 67 TFLOP/s).
@@ -58,7 +59,9 @@ def _data(scratch: str, dry: bool) -> tuple[str, str]:
     shape, spacing = ((32, 32, 32), (10.0, 10.0, 10.0)) if dry else ((160, 160, 128), (1.5, 1.5, 2.0))
     make_synthetic_pairs(data, num_train=8, num_val=4, shape=shape, spacing=spacing, seed=0)
     size = {} if dry else {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "max_position_embeddings": 512}
-    encoder = build_offline_text_encoder(os.path.join(scratch, "text"), vocab_size=8000 if not dry else 1000, mlm_steps=0, **size)
+    encoder = build_offline_text_encoder(
+        os.path.join(scratch, "text"), vocab_size=8000 if not dry else 1000, mlm_steps=0, **size
+    )
     return data, encoder
 
 
@@ -93,8 +96,15 @@ def pretraining_rows(scratch: str, data: str, encoder: str, dry: bool, device: s
         peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
         mfu = flops * per_second / (peaks[precision] * 1e12)
         shape = "x".join(str(n) for n in batch["image"].shape)
-        rows.append((f"pre-training, {precision}", f"{per_second:.3f} steps/s", f"peak GPU {peak_gib:.1f} GiB",
-                     f"MFU {100 * mfu:.1f} % ({flops / 1e12:.2f} TFLOP/step, batch {shape}, peak {peaks[precision]} TFLOP/s)"))  # fmt: skip
+        rows.append(
+            (
+                f"pre-training, {precision}",
+                f"{per_second:.3f} steps/s",
+                f"peak GPU {peak_gib:.1f} GiB",
+                f"MFU {100 * mfu:.1f} % ({flops / 1e12:.2f} TFLOP/step, batch {shape}, "
+                f"peak {peaks[precision]} TFLOP/s)",
+            )
+        )
         del workflow, trainer
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -102,7 +112,11 @@ def pretraining_rows(scratch: str, data: str, encoder: str, dry: bool, device: s
 
 
 def ddp_row(scratch: str, data: str, encoder: str, dry: bool) -> tuple:
-    configs = ["configs/train.json", "configs/cpu_toy.json", "configs/multi_gpu_train.json"] if dry else ["configs/train.json", "configs/multi_gpu_train.json"]
+    configs = (
+        ["configs/train.json", "configs/cpu_toy.json", "configs/multi_gpu_train.json"]
+        if dry
+        else ["configs/train.json", "configs/multi_gpu_train.json"]
+    )
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
         "-m", "monai.bundle", "run", "--config_file", repr(configs), "--bundle_root", os.path.join(scratch, "ddp"),
@@ -110,14 +124,21 @@ def ddp_row(scratch: str, data: str, encoder: str, dry: bool) -> tuple:
         "--val_interval", "1", "--num_workers", "0", "--batch_size", "2",
     ]  # fmt: skip
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=PRETRAIN, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        command, cwd=PRETRAIN, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     seconds = time.perf_counter() - start
     backend = "gloo" if dry else "NCCL"
     if done.returncode:
         tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["?"]
         return (f"DDP smoke, 1 process, {backend}", "FAILED", f"exit {done.returncode}", tail[0][:120])
     checkpoint = os.path.join(scratch, "ddp", "models", "checkpoint_last.pt")
-    return (f"DDP smoke, 1 process, {backend}", "passed", f"{seconds:.0f} s incl. start-up", f"checkpoint written: {os.path.isfile(checkpoint)}")
+    return (
+        f"DDP smoke, 1 process, {backend}",
+        "passed",
+        f"{seconds:.0f} s incl. start-up",
+        f"checkpoint written: {os.path.isfile(checkpoint)}",
+    )
 
 
 def inference_row(scratch: str, dry: bool, device: str) -> tuple:
@@ -134,12 +155,24 @@ def inference_row(scratch: str, dry: bool, device: str) -> tuple:
     else:
         full_size_ct(image)
     torch.manual_seed(0)
-    torch.save(SwinUNETR(in_channels=1, out_channels=14, feature_size=feature_size).state_dict(), os.path.join(scratch, "model.pt"))
+    torch.save(
+        SwinUNETR(in_channels=1, out_channels=14, feature_size=feature_size).state_dict(),
+        os.path.join(scratch, "model.pt"),
+    )
     overrides = {"network_def#feature_size": feature_size}
     result = run_side("lean", image, scratch, device, None, **overrides)
     shape = "x".join(str(n) for n in nib.load(image).shape)
-    peak = f"peak GPU {result['peak_gpu_gib']:.1f} GiB" if device.startswith("cuda") else f"peak RSS {result['peak_rss_gib']:.1f} GiB"
-    return (f"BTCV inference {shape}", f"{result['seconds']:.1f} s", peak, f"SwinUNETR fs{feature_size}, sw_batch_size {result['sw_batch_size']}, overlap 0.5")
+    peak = (
+        f"peak GPU {result['peak_gpu_gib']:.1f} GiB"
+        if device.startswith("cuda")
+        else f"peak RSS {result['peak_rss_gib']:.1f} GiB"
+    )
+    return (
+        f"BTCV inference {shape}",
+        f"{result['seconds']:.1f} s",
+        peak,
+        f"SwinUNETR fs{feature_size}, sw_batch_size {result['sw_batch_size']}, overlap 0.5",
+    )
 
 
 def main(dry: bool, steps: int, peak_bf16: float, peak_fp32: float) -> list:

@@ -61,7 +61,9 @@ def _naive_pipeline():
 def main(crops: int = 400, naive_samples: int = 3) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
-        phantom = render_phantom([Finding("mass", "right", "upper", 40.0)], shape=(512, 512, 300), spacing=(0.7, 0.7, 1.0), seed=0)
+        phantom = render_phantom(
+            [Finding("mass", "right", "upper", 40.0)], shape=(512, 512, 300), spacing=(0.7, 0.7, 1.0), seed=0
+        )
         path = os.path.join(tmp, "ct.nii.gz")
         nib.save(nib.Nifti1Image(phantom.image, phantom.affine), path)
         print(f"volume: {phantom.image.shape} int16, {os.path.getsize(path) / 2**20:.0f} MiB as .nii.gz")
@@ -151,7 +153,9 @@ def main(crops: int = 400, naive_samples: int = 3) -> dict:
     print(f"copy, huge pages: {copy_limit_huge:8.1f} crops/s (the same from transparent huge pages)")
     print(f"project, float32 on the host: {host_float32:8.1f} crops/s (numpy conversion while copying)")
     print(f"project, volume mapped afresh per sample: {fresh_map:8.1f} crops/s (a page fault per 4 KiB page touched)")
-    print(f"torch float16 -> float32 of one crop on the CPU: {convert_per_crop_ms:.3f} ms (the trainer's, on its device)")
+    print(
+        f"torch float16 -> float32 of one crop on the CPU: {convert_per_crop_ms:.3f} ms (the trainer's, on its device)"
+    )
     print(f"ratio project / naive      = {results['project_over_naive']:.0f}x")
     print(f"ratio project / copy limit = {results['project_over_copy_limit']:.2f} (target >= 0.9)")
     print(f"ratio project / copy limit on huge pages = {project / copy_limit_huge:.2f}")

@@ -52,7 +52,12 @@ def _impression(report: str) -> str:
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--sampling", choices=["stratified", "independent", "grid"], default="stratified")
-    cli.add_argument("--jitter", type=int, default=None, help="stratified: voxels from the cell centre (default: anywhere in the cell)")
+    cli.add_argument(
+        "--jitter",
+        type=int,
+        default=None,
+        help="stratified: voxels from the cell centre (default: anywhere in the cell)",
+    )
     cli.add_argument("--crops", type=int, default=8, help="K crops per volume")
     cli.add_argument("--batch", type=int, default=4, help="volumes per step")
     cli.add_argument("--whole", action="store_true", help="one crop = the whole volume (K = 1)")
@@ -83,9 +88,15 @@ def main() -> None:
     if args.text != "labels":
         embed_reports = network.embed_reports
     else:
-        label_of = {row["report"]: torch.tensor(row["label_vector"], dtype=torch.float32) for row in train_rows + val_rows}
+        label_of = {
+            row["report"]: torch.tensor(row["label_vector"], dtype=torch.float32) for row in train_rows + val_rows
+        }
         width = len(next(iter(label_of.values())))
-        label_tower = torch.nn.Sequential(torch.nn.Linear(width, 64), torch.nn.GELU(), torch.nn.Linear(64, int(parser.get_parsed_content("embed_dim"))))
+        label_tower = torch.nn.Sequential(
+            torch.nn.Linear(width, 64),
+            torch.nn.GELU(),
+            torch.nn.Linear(64, int(parser.get_parsed_content("embed_dim"))),
+        )
         network.add_module("label_tower", label_tower)
 
         def embed_reports(reports: list[str]) -> torch.Tensor:
@@ -95,17 +106,26 @@ def main() -> None:
     crop_size = parser.get_parsed_content("crop_size")
     grid = 1 if args.whole else int(parser.get_parsed_content("eval_grid"))
     train_set = PairsDataset(
-        train_rows, cache, crop_size, args.crops,
+        train_rows,
+        cache,
+        crop_size,
+        args.crops,
         eval_grid=grid if args.sampling == "grid" else None,
-        sampling="independent" if args.sampling == "independent" else "stratified", crop_jitter=args.jitter,
+        sampling="independent" if args.sampling == "independent" else "stratified",
+        crop_jitter=args.jitter,
     )
     val_set = PairsDataset(val_rows, cache, crop_size, eval_grid=grid)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True, drop_last=True)
-    trained = [p for n, p in network.named_parameters() if p.requires_grad and not n.startswith(("interactor", "image_backbone.decoder"))]
+    trained = [
+        p
+        for n, p in network.named_parameters()
+        if p.requires_grad and not n.startswith(("interactor", "image_backbone.decoder"))
+    ]
     optimizer = torch.optim.AdamW(trained, lr=float(parser.get_parsed_content("learning_rate")), weight_decay=0.01)
     warmup = max(1, int(0.05 * args.steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
     )
     per_step = args.batch * (len(val_set[0]["image"]) if args.sampling == "grid" else args.crops)
     uniform = 0.5 * (math.log(args.batch) + math.log(per_step))
@@ -132,8 +152,11 @@ def main() -> None:
             crops = batch["image"].float().flatten(0, 1)
             crop_to_report = torch.arange(args.batch).repeat_interleave(crops.shape[0] // args.batch)
             loss = loss_function(
-                network.embed_images(crops), embed_reports(list(batch["report"])), crop_to_report,
-                network.logit_scale, batch["label_vector"],
+                network.embed_images(crops),
+                embed_reports(list(batch["report"])),
+                crop_to_report,
+                network.logit_scale,
+                batch["label_vector"],
             )
             optimizer.zero_grad()
             loss.backward()
@@ -145,7 +168,7 @@ def main() -> None:
             if step % args.every == 0 or step == args.steps:
                 r1, r5, same, crop_cos = evaluate()
                 print(
-                    f"step {step} tcl {np.mean(history[-args.every:]):.3f} (uniform {uniform:.3f}) R@1 {r1:.3f} "
+                    f"step {step} tcl {np.mean(history[-args.every :]):.3f} (uniform {uniform:.3f}) R@1 {r1:.3f} "
                     f"R@5 {r5:.3f} same-labels {same:.3f} crop-cos {crop_cos:.3f} {time.time() - start:.0f} s",
                     flush=True,
                 )

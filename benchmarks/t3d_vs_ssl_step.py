@@ -112,7 +112,10 @@ def compare(name: str, t3d, ssl, steps: int, warmup: bool = True) -> dict:
     for part, seconds in sorted(timer.seconds.items(), key=lambda kv: -kv[1]):
         forward += seconds
         print(f"    {part:30s} {seconds / steps:8.3f} s  {100 * seconds / total:5.1f} %")
-    print(f"    {'backward + optimiser + rest':30s} {(total - forward) / steps:8.3f} s  {100 * (total - forward) / total:5.1f} %")
+    print(
+        f"    {'backward + optimiser + rest':30s} {(total - forward) / steps:8.3f} s  "
+        f"{100 * (total - forward) / total:5.1f} %"
+    )
     return {"t3d_s": t3d_median, "ssl_s": ssl_median, "ratio": t3d_median / ssl_median, "parts": dict(timer.seconds)}
 
 
@@ -149,7 +152,9 @@ def paper(scratch: str, steps: int) -> dict:
     results = {}
     for label, frozen in (("text encoder trains (frozen_layers 6)", 6), ("text encoder fully frozen, cached", -1)):
         torch.manual_seed(0)
-        t3d = _workflow(["train.json"], os.path.join(scratch, f"paper_t3d{frozen}"), text_frozen_layers=frozen, **common)
+        t3d = _workflow(
+            ["train.json"], os.path.join(scratch, f"paper_t3d{frozen}"), text_frozen_layers=frozen, **common
+        )
         trainer = t3d.parser.get_parsed_content("train#trainer")
         results[label] = compare(f"paper: train.json, {label}", trainer, ssl_trainer, steps, warmup=False)
         del t3d

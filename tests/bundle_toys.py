@@ -21,7 +21,12 @@ def toy_weights(bundle: str, tmp_path_factory) -> str:
     if bundle not in _TRAINED:
         root = tmp_path_factory.mktemp(f"{bundle}_toy")
         run_bundle(
-            bundle, ["train.json", "cpu_toy.json"], str(root), max_epochs=1, val_interval=1, num_workers=0,
+            bundle,
+            ["train.json", "cpu_toy.json"],
+            str(root),
+            max_epochs=1,
+            val_interval=1,
+            num_workers=0,
             **{"train#trainer#epoch_length": 2},
         )
         _TRAINED[bundle] = str(root)
@@ -52,7 +57,12 @@ def toy_pack(bundle: str, tmp_path_factory) -> str:
 
     if bundle not in _PACKED:
         dist = tmp_path_factory.mktemp("dist")
-        _PACKED[bundle] = pack(bundle, str(dist), weights=toy_weights(bundle, tmp_path_factory),
-                               overlays=["cpu_toy.json"], repo="example/t3d")
+        _PACKED[bundle] = pack(
+            bundle,
+            str(dist),
+            weights=toy_weights(bundle, tmp_path_factory),
+            overlays=["cpu_toy.json"],
+            repo="example/t3d",
+        )
     assert os.path.isfile(_PACKED[bundle])
     return _PACKED[bundle]

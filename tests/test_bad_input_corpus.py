@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import BUNDLES, REPO_ROOT, folder_tree
 
 # ---------------------------------------------------------------------------------------------- the fork server
-_SERVER = r'''
+_SERVER = r"""
 import importlib, json, os, runpy, sys, time, signal
 import numpy, nibabel, torch, monai, monai.bundle, monai.bundle.scripts, ignite, fire, transformers, tokenizers
 import monai.networks.nets, monai.transforms, monai.handlers, monai.engines, monai.data
@@ -117,11 +116,17 @@ for line in sys.stdin:
             time.sleep(0.02)
     channel.write(json.dumps({"status": status, "seconds": time.monotonic() - start}) + "\n")
     channel.flush()
-'''
+"""
 
 CASE_TIMEOUT_S = 120
-CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-             "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+CHILD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "PYTHONHASHSEED": "0",
+}
 
 
 class ForkServer:
@@ -129,10 +134,20 @@ class ForkServer:
 
     def __init__(self, log_dir: str) -> None:
         self.stderr = open(os.path.join(log_dir, "fork_server.log"), "w")
-        env = {**os.environ, **CHILD_ENV, "PYTHONPATH": os.pathsep.join(
-            p for p in [REPO_ROOT, os.environ.get("PYTHONPATH", "")] if p)}
-        self.process = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env, cwd=REPO_ROOT)
+        env = {
+            **os.environ,
+            **CHILD_ENV,
+            "PYTHONPATH": os.pathsep.join(p for p in [REPO_ROOT, os.environ.get("PYTHONPATH", "")] if p),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
 
     def run(self, how: str, target: str, argv: list[str], cwd: str, log: str) -> tuple[int | str, str]:
         request = {"how": how, "target": target, "argv": argv, "cwd": cwd, "log": log, "timeout": CASE_TIMEOUT_S}
@@ -204,8 +219,15 @@ def toys(tmp_path_factory, synthetic_pairs, offline_text_encoder) -> Toys:
         image = nib.load(path)
         return np.asarray(image.dataobj), image.affine
 
-    return Toys(str(root), pairs, btcv_rows, offline_text_encoder, weights,
-                volume(pairs["training"][0]["image"]), volume(btcv_rows["training"][0]["image"]))
+    return Toys(
+        str(root),
+        pairs,
+        btcv_rows,
+        offline_text_encoder,
+        weights,
+        volume(pairs["training"][0]["image"]),
+        volume(btcv_rows["training"][0]["image"]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -288,7 +310,8 @@ def _start(entry: str, directory: str, toys: Toys, integrity_base: str = "pairs"
     if entry == CURATION:
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerows(
-            [("path", "Report_en")] + [(r["image"], r["report"]) for r in toys.pairs["training"][:4]])
+            [("path", "Report_en")] + [(r["image"], r["report"]) for r in toys.pairs["training"][:4]]
+        )
         case.csv_text = text.getvalue().encode()
     if entry == PACK:
         case.weights = toys.seg_weights
@@ -313,15 +336,29 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
 
     common = {"bundle_root": case.out, "dataset_dir": case.data_dir, "datalist": case.datalist_path}
     if case.entry == PRETRAIN:
-        return bundle("t3d_pretrain", ["train.json", "cpu_toy.json"], {
-            **common, "text_encoder_name": toys.text_encoder, "prepare_data": "[]",
-            "batch_size": "2", "max_epochs": "1", "epoch_length": "1", "val_interval": "1"})
+        return bundle(
+            "t3d_pretrain",
+            ["train.json", "cpu_toy.json"],
+            {
+                **common,
+                "text_encoder_name": toys.text_encoder,
+                "prepare_data": "[]",
+                "batch_size": "2",
+                "max_epochs": "1",
+                "epoch_length": "1",
+                "val_interval": "1",
+            },
+        )
     if case.entry == SEG_TRAIN:
-        return bundle("t3d_btcv_seg", ["train.json", "cpu_toy.json"], {
-            **common, "max_epochs": "1", "val_interval": "1"})
+        return bundle(
+            "t3d_btcv_seg", ["train.json", "cpu_toy.json"], {**common, "max_epochs": "1", "val_interval": "1"}
+        )
     if case.entry == CLS_TRAIN:
-        return bundle("t3d_bimcv_cls", ["train.json", "cpu_toy.json"], {
-            **common, "prepare_data": "[]", "max_epochs": "1", "val_interval": "1", "batch_size": "4"})
+        return bundle(
+            "t3d_bimcv_cls",
+            ["train.json", "cpu_toy.json"],
+            {**common, "prepare_data": "[]", "max_epochs": "1", "val_interval": "1", "batch_size": "4"},
+        )
     if case.entry == SEG_INFER:
         images = os.path.join(case.data_dir, "imagesTs")
         os.makedirs(images, exist_ok=True)
@@ -332,36 +369,88 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
         os.makedirs(models, exist_ok=True)
         if case.weights and os.path.exists(case.weights):
             shutil.copyfile(case.weights, os.path.join(models, "model.pt"))
-        return bundle("t3d_btcv_seg", ["inference.json", "cpu_toy.json"], {
-            "bundle_root": case.out, "dataset_dir": case.data_dir, "ckpt_dir": models})
+        return bundle(
+            "t3d_btcv_seg",
+            ["inference.json", "cpu_toy.json"],
+            {"bundle_root": case.out, "dataset_dir": case.data_dir, "ckpt_dir": models},
+        )
     if case.entry == INTEGRITY:
         args = ["--num_classes", "14"] if case.base == "seg" else []
-        return "console", "custom.data.integrity:main", ["t3d-integrity", "--datalist", case.datalist_path,
-                                                         *args, *case.args], case.dir
+        return (
+            "console",
+            "custom.data.integrity:main",
+            ["t3d-integrity", "--datalist", case.datalist_path, *args, *case.args],
+            case.dir,
+        )
     if case.entry == CURATION:
         csv_path = case.file("reports.csv")
         with open(csv_path, "wb") as f:
             f.write(case.csv_text)
-        return "module", "custom.data.bimcv", ["custom.data.bimcv", "curate_csv", "--csv_path", csv_path, "--out",
-                                               case.out, "--min_positive", "1", "--progress", "False",
-                                               *case.args], case.dir
+        return (
+            "module",
+            "custom.data.bimcv",
+            [
+                "custom.data.bimcv",
+                "curate_csv",
+                "--csv_path",
+                csv_path,
+                "--out",
+                case.out,
+                "--min_positive",
+                "1",
+                "--progress",
+                "False",
+                *case.args,
+            ],
+            case.dir,
+        )
     if case.entry == PACK:
-        return "console", "custom.packaging.pack:main", [
-            "t3d-pack", "t3d_btcv_seg", "--weights", case.weights, "--dist", os.path.join(case.out, "dist"),
-            "--overlay", "cpu_toy.json", *case.args], case.dir
+        return (
+            "console",
+            "custom.packaging.pack:main",
+            [
+                "t3d-pack",
+                "t3d_btcv_seg",
+                "--weights",
+                case.weights,
+                "--dist",
+                os.path.join(case.out, "dist"),
+                "--overlay",
+                "cpu_toy.json",
+                *case.args,
+            ],
+            case.dir,
+        )
     if case.entry == DOWNLOAD:
         os.makedirs(os.path.join(case.out, "bundles", "other_bundle", "models"))
         _write(os.path.join(case.out, "bundles", "other_bundle", "models", "model.pt"), b"other bundle's weights")
-        return "console", "custom.packaging.download:main", [
-            "t3d-download", "--name", "good_bundle", "--bundle_dir", os.path.join(case.out, "bundles"),
-            "--url", f"file://{case.archive}", "--no_progress", *case.args], case.dir
+        return (
+            "console",
+            "custom.packaging.download:main",
+            [
+                "t3d-download",
+                "--name",
+                "good_bundle",
+                "--bundle_dir",
+                os.path.join(case.out, "bundles"),
+                "--url",
+                f"file://{case.archive}",
+                "--no_progress",
+                *case.args,
+            ],
+            case.dir,
+        )
     if case.entry == SERVING:
         app = os.path.join(case.out, "apps", "t3d")
         _write(os.path.join(app, "main.py"), b"# the app")
         _write(os.path.join(app, "model", "other_bundle", "models", "model.pt"), b"other bundle's weights")
         _write(os.path.join(case.out, "apps", "notes.txt"), b"next to the app")
-        return "console", "custom.serving.prepare:main", [
-            "t3d-serving-prepare", "--app_dir", app, "--stock", "--bundle", case.archive, *case.args], case.dir
+        return (
+            "console",
+            "custom.serving.prepare:main",
+            ["t3d-serving-prepare", "--app_dir", app, "--stock", "--bundle", case.archive, *case.args],
+            case.dir,
+        )
     raise AssertionError(case.entry)
 
 
@@ -531,8 +620,9 @@ def _row_without_image(case: Case) -> None:
 
 def _empty_report(case: Case) -> None:
     if case.entry == CURATION:
-        case.csv_text = b"path,Report_en\n" + "".join(
-            f"{r['image']},  \n" for r in case.toys.pairs["training"][:4]).encode()
+        case.csv_text = (
+            b"path,Report_en\n" + "".join(f"{r['image']},  \n" for r in case.toys.pairs["training"][:4]).encode()
+        )
         case.expect = (case.file("reports.csv"),)
         return
     case.datalist["training"][0]["report"] = "   "
@@ -606,8 +696,9 @@ def _other_network(case: Case, path: str) -> None:
     torch.save(torch.nn.Linear(3, 1).state_dict(), path)
 
 
-def _archive_kind(members: list | None = None, symlink: str | None = None, data: bytes | None = None,
-                  missing: bool = False):
+def _archive_kind(
+    members: list | None = None, symlink: str | None = None, data: bytes | None = None, missing: bool = False
+):
     """A bad zip; a member name may hold ``{case}``: the case folder (an absolute path the guard covers)."""
 
     def kind(case: Case) -> None:
@@ -665,70 +756,112 @@ _BAD_TOP = [("good_bundle/configs/metadata.json", "{}")]
 
 KINDS: dict[str, Kind] = {
     "truncated_nifti": Kind(_image_kind(_truncated), _VOLUME_ENTRIES + (CURATION,), "a .nii.gz cut in half"),
-    "zero_byte_nifti": Kind(_image_kind(lambda c, p: _write(p, b"")), _VOLUME_ENTRIES + (CURATION,),
-                            "an empty image file"),
-    "not_nifti": Kind(_image_kind(lambda c, p: _write(p, _random_bytes(4096))), _VOLUME_ENTRIES + (CURATION,),
-                      "random bytes named .nii.gz"),
+    "zero_byte_nifti": Kind(
+        _image_kind(lambda c, p: _write(p, b"")), _VOLUME_ENTRIES + (CURATION,), "an empty image file"
+    ),
+    "not_nifti": Kind(
+        _image_kind(lambda c, p: _write(p, _random_bytes(4096))),
+        _VOLUME_ENTRIES + (CURATION,),
+        "random bytes named .nii.gz",
+    ),
     "nan_voxels": Kind(_image_kind(_with_values(np.nan)), _VOLUME_ENTRIES + (CURATION,), "NaN voxels"),
     "inf_voxels": Kind(_image_kind(_with_values(np.inf)), _VOLUME_ENTRIES + (CURATION,), "+inf voxels"),
     "image_4d": Kind(_image_kind(_four_d), _VOLUME_ENTRIES, "a 4D (2-channel) file in a 1-channel datalist"),
     "singular_affine": Kind(_image_kind(_singular_affine), _VOLUME_ENTRIES + (CURATION,), "a non-invertible affine"),
-    "singular_sform_valid_qform": Kind(_image_kind(_singular_sform_valid_qform), _VOLUME_ENTRIES + (CURATION,),
-                                       "a singular sform next to a valid qform"),
-    "too_small_volume": Kind(_image_kind(_too_small), _VOLUME_ENTRIES + (CURATION,),
-                             "10x10x3 voxels, below the network minimum"),
-    "wrong_channel_count": Kind(_wrong_channel_count, (PRETRAIN, SEG_TRAIN, CLS_TRAIN, INTEGRITY),
-                                "two image files in a row of a 1-channel datalist"),
-    "label_shape_mismatch": Kind(_label_kind(lambda a, f: (np.ascontiguousarray(a[:-2]), f)), (SEG_TRAIN, INTEGRITY),
-                                 "label grid smaller than the image's", "seg"),
-    "label_affine_mismatch": Kind(_label_kind(lambda a, f: (a, _shifted(f))), (SEG_TRAIN, INTEGRITY),
-                                  "label shifted 25 mm from the image", "seg"),
-    "label_values_outside": Kind(_label_kind(lambda a, f: (np.where(a > 0, 20, 0).astype(np.uint8), f)),
-                                 (SEG_TRAIN, INTEGRITY), "label value 20 with 14 classes", "seg"),
+    "singular_sform_valid_qform": Kind(
+        _image_kind(_singular_sform_valid_qform),
+        _VOLUME_ENTRIES + (CURATION,),
+        "a singular sform next to a valid qform",
+    ),
+    "too_small_volume": Kind(
+        _image_kind(_too_small), _VOLUME_ENTRIES + (CURATION,), "10x10x3 voxels, below the network minimum"
+    ),
+    "wrong_channel_count": Kind(
+        _wrong_channel_count,
+        (PRETRAIN, SEG_TRAIN, CLS_TRAIN, INTEGRITY),
+        "two image files in a row of a 1-channel datalist",
+    ),
+    "label_shape_mismatch": Kind(
+        _label_kind(lambda a, f: (np.ascontiguousarray(a[:-2]), f)),
+        (SEG_TRAIN, INTEGRITY),
+        "label grid smaller than the image's",
+        "seg",
+    ),
+    "label_affine_mismatch": Kind(
+        _label_kind(lambda a, f: (a, _shifted(f))), (SEG_TRAIN, INTEGRITY), "label shifted 25 mm from the image", "seg"
+    ),
+    "label_values_outside": Kind(
+        _label_kind(lambda a, f: (np.where(a > 0, 20, 0).astype(np.uint8), f)),
+        (SEG_TRAIN, INTEGRITY),
+        "label value 20 with 14 classes",
+        "seg",
+    ),
     "missing_image_file": Kind(_missing_image, DATALIST_ENTRIES + (CURATION,), "a datalist row naming no file"),
-    "malformed_json": Kind(_datalist_bytes(b'{"training": [\n  {"image": "a.nii.gz",,}\n'), DATALIST_ENTRIES,
-                           "a datalist with a JSON syntax error"),
-    "non_utf8_json": Kind(_datalist_bytes('{"training": [], "note": "Nódulo"}'.encode("latin-1")),
-                          DATALIST_ENTRIES, "a Latin-1 datalist"),
-    "datalist_not_object": Kind(_datalist_bytes(b'["a.nii.gz", "b.nii.gz"]'), DATALIST_ENTRIES,
-                                "a JSON list instead of an object of splits"),
+    "malformed_json": Kind(
+        _datalist_bytes(b'{"training": [\n  {"image": "a.nii.gz",,}\n'),
+        DATALIST_ENTRIES,
+        "a datalist with a JSON syntax error",
+    ),
+    "non_utf8_json": Kind(
+        _datalist_bytes('{"training": [], "note": "Nódulo"}'.encode("latin-1")), DATALIST_ENTRIES, "a Latin-1 datalist"
+    ),
+    "datalist_not_object": Kind(
+        _datalist_bytes(b'["a.nii.gz", "b.nii.gz"]'), DATALIST_ENTRIES, "a JSON list instead of an object of splits"
+    ),
     "missing_split": Kind(_missing_split, (PRETRAIN, SEG_TRAIN, CLS_TRAIN), "no 'validation' split"),
     "row_without_image": Kind(_row_without_image, DATALIST_ENTRIES, "a row without its 'image' key"),
     "empty_report": Kind(_empty_report, (PRETRAIN, INTEGRITY, CURATION), "a whitespace-only report"),
-    "non_utf8_report_txt": Kind(_report_file("Derrame pleural. Nódulo.".encode("latin-1")), (PRETRAIN, INTEGRITY),
-                                "a .txt report in Latin-1"),
+    "non_utf8_report_txt": Kind(
+        _report_file("Derrame pleural. Nódulo.".encode("latin-1")), (PRETRAIN, INTEGRITY), "a .txt report in Latin-1"
+    ),
     "missing_report_txt": Kind(_report_file(None), (PRETRAIN, INTEGRITY), "a .txt report path naming no file"),
-    "label_vector_length": Kind(_label_vector_length, (PRETRAIN, CLS_TRAIN, INTEGRITY),
-                                "a label_vector one entry short"),
+    "label_vector_length": Kind(
+        _label_vector_length, (PRETRAIN, CLS_TRAIN, INTEGRITY), "a label_vector one entry short"
+    ),
     "patient_leakage": Kind(_leakage, DATALIST_ENTRIES, "one patient in training and validation"),
-    "unknown_override": Kind(_unknown_override, BUNDLE_ENTRIES + (PACK,),
-                             "--max_epoch 1 (a typo of max_epochs); pack: --overlay cpu_toi.json"),
-    "checkpoint_pickled_global": Kind(_checkpoint_kind(_pickled_global), _WEIGHT_ENTRIES,
-                                      "a checkpoint whose pickle calls os.system"),
-    "checkpoint_random_bytes": Kind(_checkpoint_kind(lambda c, p: _write(p, _random_bytes(4096))), _WEIGHT_ENTRIES,
-                                    "random bytes named model.pt"),
+    "unknown_override": Kind(
+        _unknown_override,
+        BUNDLE_ENTRIES + (PACK,),
+        "--max_epoch 1 (a typo of max_epochs); pack: --overlay cpu_toi.json",
+    ),
+    "checkpoint_pickled_global": Kind(
+        _checkpoint_kind(_pickled_global), _WEIGHT_ENTRIES, "a checkpoint whose pickle calls os.system"
+    ),
+    "checkpoint_random_bytes": Kind(
+        _checkpoint_kind(lambda c, p: _write(p, _random_bytes(4096))), _WEIGHT_ENTRIES, "random bytes named model.pt"
+    ),
     "checkpoint_truncated": Kind(_checkpoint_kind(_truncated_checkpoint), _WEIGHT_ENTRIES, "a checkpoint cut in half"),
-    "checkpoint_zero_byte": Kind(_checkpoint_kind(lambda c, p: _write(p, b"")), _WEIGHT_ENTRIES,
-                                 "an empty checkpoint"),
+    "checkpoint_zero_byte": Kind(_checkpoint_kind(lambda c, p: _write(p, b"")), _WEIGHT_ENTRIES, "an empty checkpoint"),
     "checkpoint_missing": Kind(_checkpoint_kind(lambda c, p: None), _WEIGHT_ENTRIES, "a weights path naming no file"),
-    "checkpoint_other_network": Kind(_checkpoint_kind(_other_network), (SEG_INFER, PACK),
-                                     "weights of another network"),
-    "archive_dotdot_top": Kind(_archive_kind([("../models/model.pt", "x")] + _BAD_TOP), _ARCHIVE_ENTRIES,
-                               "a zip whose top folder is '..'"),
-    "archive_absolute": Kind(_archive_kind([("{case}/escaped/models/model.pt", "x")]), _ARCHIVE_ENTRIES,
-                             "a zip member with an absolute path"),
-    "archive_dot_top": Kind(_archive_kind([("./configs/metadata.json", "{}")]), _ARCHIVE_ENTRIES,
-                            "a zip whose top folder is '.'"),
-    "archive_symlink": Kind(_archive_kind(_BAD_TOP, symlink="good_bundle/models/model.pt"), _ARCHIVE_ENTRIES,
-                            "a zip holding a symbolic link"),
-    "archive_two_tops": Kind(_archive_kind(_BAD_TOP + [("other_bundle/configs/metadata.json", "{}")]),
-                             _ARCHIVE_ENTRIES, "a zip with two top-level folders"),
+    "checkpoint_other_network": Kind(_checkpoint_kind(_other_network), (SEG_INFER, PACK), "weights of another network"),
+    "archive_dotdot_top": Kind(
+        _archive_kind([("../models/model.pt", "x")] + _BAD_TOP), _ARCHIVE_ENTRIES, "a zip whose top folder is '..'"
+    ),
+    "archive_absolute": Kind(
+        _archive_kind([("{case}/escaped/models/model.pt", "x")]), _ARCHIVE_ENTRIES, "a zip member with an absolute path"
+    ),
+    "archive_dot_top": Kind(
+        _archive_kind([("./configs/metadata.json", "{}")]), _ARCHIVE_ENTRIES, "a zip whose top folder is '.'"
+    ),
+    "archive_symlink": Kind(
+        _archive_kind(_BAD_TOP, symlink="good_bundle/models/model.pt"),
+        _ARCHIVE_ENTRIES,
+        "a zip holding a symbolic link",
+    ),
+    "archive_two_tops": Kind(
+        _archive_kind(_BAD_TOP + [("other_bundle/configs/metadata.json", "{}")]),
+        _ARCHIVE_ENTRIES,
+        "a zip with two top-level folders",
+    ),
     "archive_not_zip": Kind(_archive_kind(data=_random_bytes(2048)), _ARCHIVE_ENTRIES, "random bytes named .zip"),
     "archive_truncated": Kind(_archive_truncated, _ARCHIVE_ENTRIES, "a zip cut in half"),
     "archive_missing": Kind(_archive_kind(missing=True), _ARCHIVE_ENTRIES, "a zip path naming no file"),
     "non_utf8_csv": Kind(_csv_kind(_latin1_csv()), (PRETRAIN, INTEGRITY, CURATION), "a Latin-1 CSV datalist"),
-    "csv_missing_column": Kind(_csv_kind(b"image,report\na.nii.gz,Nodule.\n"), (PRETRAIN, INTEGRITY, CURATION),
-                               "a CSV without the path / Report_en columns"),
+    "csv_missing_column": Kind(
+        _csv_kind(b"image,report\na.nii.gz,Nodule.\n"),
+        (PRETRAIN, INTEGRITY, CURATION),
+        "a CSV without the path / Report_en columns",
+    ),
     "empty_inference_folder": Kind(_empty_inference_folder, (SEG_INFER,), "no image to run on"),
 }
 
@@ -740,8 +873,12 @@ SUBPROCESS_CASES = [("nan_voxels", SEG_TRAIN), ("truncated_nifti", INTEGRITY), (
 
 # ---------------------------------------------------------------------------------------------- the tests
 def _model_files(folder: str) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(base, name), folder) for base, _, files in os.walk(folder)
-                  for name in files if name.endswith(MODEL_SUFFIXES))
+    return sorted(
+        os.path.relpath(os.path.join(base, name), folder)
+        for base, _, files in os.walk(folder)
+        for name in files
+        if name.endswith(MODEL_SUFFIXES)
+    )
 
 
 def _run(server: ForkServer, case: Case, log: str) -> tuple[int | str, list[str]]:
@@ -760,17 +897,23 @@ def test_bad_input_stops_with_one_line_and_no_model(kind, entry, server, toys, t
     _assert_contract(case, kind, status, output, before)
 
 
-@pytest.mark.parametrize("kind, entry", [pytest.param(kind, entry, id=f"{kind}-{entry}") for kind, entry in SUBPROCESS_CASES])
+@pytest.mark.parametrize(
+    "kind, entry", [pytest.param(kind, entry, id=f"{kind}-{entry}") for kind, entry in SUBPROCESS_CASES]
+)
 def test_bad_input_end_to_end_in_a_subprocess(kind, entry, toys, tmp_path):
     """The same contract through the real interpreter: ``python -m ...`` / the installed ``t3d-*`` script."""
     case = _start(entry, str(tmp_path / "case"), toys, KINDS[kind].integrity_base)
     KINDS[kind].make(case)
     how, target, argv, cwd = _command(case)
     before = folder_tree(case.dir) if case.guard else None
-    command = [sys.executable, "-m", target, *argv[1:]] if how == "module" else \
-        [os.path.join(os.path.dirname(sys.executable), argv[0]), *argv[1:]]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, **CHILD_ENV})
+    command = (
+        [sys.executable, "-m", target, *argv[1:]]
+        if how == "module"
+        else [os.path.join(os.path.dirname(sys.executable), argv[0]), *argv[1:]]
+    )
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **CHILD_ENV}
+    )
     # stdout then stderr: the error line is written last, to stderr (a negative status: killed by a signal)
     _assert_contract(case, kind, result.returncode, result.stdout + result.stderr, before)
     # stderr alone ends with the error line too (what a terminal shows last when stdout is redirected)
@@ -811,8 +954,11 @@ def _produced(case: Case) -> list[str]:
     if case.entry == CURATION:
         return ["pairs_datalist.json"]
     if case.entry == PACK:
-        return ["dist/t3d_btcv_seg_toy_v" + json.load(open(os.path.join(
-            BUNDLES, "t3d_btcv_seg", "configs", "metadata.json")))["version"] + "-toy.zip"]
+        return [
+            "dist/t3d_btcv_seg_toy_v"
+            + json.load(open(os.path.join(BUNDLES, "t3d_btcv_seg", "configs", "metadata.json")))["version"]
+            + "-toy.zip"
+        ]
     if case.entry == DOWNLOAD:
         return ["bundles/good_bundle/models/model.pt"]
     if case.entry == SERVING:

@@ -175,7 +175,8 @@ def test_label_fractions_are_nested_and_stable_for_a_seed(curated, miniature, tm
         first, again = _load(os.path.join(out, name)), _load(os.path.join(other, name))
         for split in SPLITS:  # image paths differ (relative to each output folder); the selection must not
             assert [(r["study_id"], r["label_vector"]) for r in first[split]] == [
-                (r["study_id"], r["label_vector"]) for r in again[split]], (name, split)
+                (r["study_id"], r["label_vector"]) for r in again[split]
+            ], (name, split)
 
 
 def test_second_run_changes_nothing_and_is_much_faster(curated):
@@ -224,9 +225,15 @@ def test_english_labeler_handles_negation_and_uncertainty():
         "No pleural effusion. Possible small nodule in the right upper lobe. The heart is enlarged. "
         "Consolidation cannot be excluded. There is no mass, but a liver lesion is seen. Emphysema is absent."
     )
-    assert status == {"pleural effusion": "negative", "nodule": "uncertain", "cardiomegaly": "positive",
-                      "consolidation": "uncertain", "mass": "negative", "hepatic lesion": "positive",
-                      "emphysema": "negative"}
+    assert status == {
+        "pleural effusion": "negative",
+        "nodule": "uncertain",
+        "cardiomegaly": "positive",
+        "consolidation": "uncertain",
+        "mass": "negative",
+        "hepatic lesion": "positive",
+        "emphysema": "negative",
+    }
     assert english_terms("Possible nodule. No effusion.", uncertain_as="negative") == []
     assert english_terms("Possible nodule. No effusion.", uncertain_as="positive") == ["nodule"]
 
@@ -275,9 +282,20 @@ def _tiny_marian(folder: str, seed: int = 0) -> str:
     tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    config = MarianConfig(vocab_size=len(words), d_model=16, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                          max_position_embeddings=64, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    config = MarianConfig(
+        vocab_size=len(words),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MarianMTModel(config)
@@ -316,8 +334,15 @@ def test_curate_with_a_local_marian_model_translates_once(miniature, tmp_path):
     root, truth = miniature
     model_dir = _tiny_marian(str(tmp_path / "marian"), seed=0)
     out = str(tmp_path / "out")
-    first = curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_batch_size=64,
-                   translation_max_new_tokens=8, **SPLIT_ARGS)
+    first = curate(
+        root,
+        out,
+        translation=model_dir,
+        min_positive=MIN_POSITIVE,
+        translation_batch_size=64,
+        translation_max_new_tokens=8,
+        **SPLIT_ARGS,
+    )
     cache = os.path.join(out, "cache", "translations.jsonl")
     with open(cache, encoding="utf-8") as f:
         entries = [json.loads(line) for line in f]
@@ -334,8 +359,9 @@ def test_curate_with_a_local_marian_model_translates_once(miniature, tmp_path):
         assert row["report"] == " ".join(translation_of[s] for s in split_sentences(row["report_es"])).strip()
         assert any(ch.isalnum() for ch in row["report"])
     before = _fingerprint(out)
-    second = curate(root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_max_new_tokens=8,
-                    **SPLIT_ARGS)
+    second = curate(
+        root, out, translation=model_dir, min_positive=MIN_POSITIVE, translation_max_new_tokens=8, **SPLIT_ARGS
+    )
     assert second["written"] == [] and _fingerprint(out) == before  # nothing translated or written again
 
 
@@ -394,13 +420,21 @@ def test_a_sessions_row_without_an_image_is_excluded_and_counted(miniature, cura
     sessions = {e["study_id"]: e for e in exclusions if e["level"] == "session"}
     assert sessions == {
         f"{subject}_ses-E99998": {
-            "study_id": f"{subject}_ses-E99998", "patient_id": subject, "level": "session",
-            "path": f"{sessions_tsv}:{appended_line}", "reason": "no image",
-            "detail": f"{sessions_tsv}:{appended_line}: expected image series under {subject}/ses-E99998, found none"},
+            "study_id": f"{subject}_ses-E99998",
+            "patient_id": subject,
+            "level": "session",
+            "path": f"{sessions_tsv}:{appended_line}",
+            "reason": "no image",
+            "detail": f"{sessions_tsv}:{appended_line}: expected image series under {subject}/ses-E99998, found none",
+        },
         f"{lonely}_ses-E99999": {
-            "study_id": f"{lonely}_ses-E99999", "patient_id": lonely, "level": "session",
-            "path": f"{lonely_tsv}:2", "reason": "no image",
-            "detail": f"{lonely_tsv}:2: expected image series under {lonely}/ses-E99999, found none"},
+            "study_id": f"{lonely}_ses-E99999",
+            "patient_id": lonely,
+            "level": "session",
+            "path": f"{lonely_tsv}:2",
+            "reason": "no image",
+            "detail": f"{lonely_tsv}:2: expected image series under {lonely}/ses-E99999, found none",
+        },
     }
     reference = _load(os.path.join(curated[0], "stats.json"))  # the same tree without the two rows
     stats = _load(os.path.join(out, "stats.json"))
@@ -417,14 +451,30 @@ def test_a_non_utf8_csv_is_one_line_naming_the_file_and_offset(tmp_path):
     text = "path,Report_en\nsub-S1_ses-E1_ct.nii.gz,Derrame pleural.\nsub-S2_ses-E2_ct.nii.gz,Nódulo.\n"
     csv_path.write_bytes(text.encode("latin-1"))
     offset = text.encode("latin-1").index("ó".encode("latin-1"))
-    expected = (f"{csv_path}: expected UTF-8 text, found byte 0xf3 at offset {offset} (line 3); re-encode the whole "
-                "file as UTF-8")
+    expected = (
+        f"{csv_path}: expected UTF-8 text, found byte 0xf3 at offset {offset} (line 3); re-encode the whole "
+        "file as UTF-8"
+    )
     with pytest.raises(DataError) as caught:
         curate_csv(str(csv_path), str(tmp_path / "out"), progress=False)
     assert str(caught.value) == expected
     assert not os.path.exists(tmp_path / "out")
-    result = subprocess.run([sys.executable, "-m", "custom.data.bimcv", "curate_csv", "--csv_path", str(csv_path),
-                             "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "custom.data.bimcv",
+            "curate_csv",
+            "--csv_path",
+            str(csv_path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"error: {expected}"
     # a UTF-8 file with a byte-order mark (Excel's "CSV UTF-8") reads its first column name correctly
@@ -434,12 +484,19 @@ def test_a_non_utf8_csv_is_one_line_naming_the_file_and_offset(tmp_path):
 
 
 def test_report_cleaning_rules():
-    text = "INFORME TC TÓRAX:  Fecha: 03/05/2020. Paciente [NOMBRE] XXXX.  Derrame   pleural. Derrame pleural. " \
-           "Sin nódulos."
+    text = (
+        "INFORME TC TÓRAX:  Fecha: 03/05/2020. Paciente [NOMBRE] XXXX.  Derrame   pleural. Derrame pleural. "
+        "Sin nódulos."
+    )
     assert clean_report(text) == "Paciente. Derrame pleural. Sin nódulos."
 
 
 def test_command_line_help():
-    result = subprocess.run([sys.executable, "-m", "custom.data.bimcv", "curate", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "custom.data.bimcv", "curate", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "--min_positive" in result.stdout + result.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
 from conftest import run_bundle
+
 from custom.data.bimcv.curate import curate
 from custom.data.bimcv.miniature import make_miniature
 
@@ -15,7 +15,9 @@ def test_curated_datalist_trains_t3d_pretrain_for_two_steps(tmp_path, offline_te
     root = str(tmp_path / "bimcv" / "covid19_posi")
     make_miniature(root, seed=0)
     out = str(tmp_path / "bimcv_vlp")
-    curate(root, out, translation="column:Report_en", min_positive=2, val_fraction=0.2, test_fraction=0.2, progress=False)
+    curate(
+        root, out, translation="column:Report_en", min_positive=2, val_fraction=0.2, test_fraction=0.2, progress=False
+    )
     datalist = os.path.join(out, "pairs_datalist.json")
     run_bundle(
         "t3d_pretrain",

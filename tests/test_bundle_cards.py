@@ -14,15 +14,23 @@ import os
 import re
 
 import pytest
-from monai.bundle import verify_metadata
-
 from conftest import BUNDLES, META_SCHEMA
+from monai.bundle import verify_metadata
 
 ALL = sorted(d for d in os.listdir(BUNDLES) if os.path.isfile(os.path.join(BUNDLES, d, "configs", "metadata.json")))
 # every bundle's model card
 CARDS = ALL
-ZOO_SECTIONS = ("Model Overview", "Data", "Training configuration", "Input", "Output", "Performance",
-                "MONAI Bundle Commands", "References", "License")
+ZOO_SECTIONS = (
+    "Model Overview",
+    "Data",
+    "Training configuration",
+    "Input",
+    "Output",
+    "Performance",
+    "MONAI Bundle Commands",
+    "References",
+    "License",
+)
 DATA_NAMED = {  # bundle -> what its data_license.txt must name (the data its real configs expect, and the toy's)
     "t3d_btcv_seg": ("Beyond the Cranial Vault", "syn3193805", "Synthetic toy data", "Apache License 2.0"),
     "t3d_msd_lung": ("Task06_Lung", "CC BY-SA 4.0", "Synthetic toy data", "Apache License 2.0"),
@@ -82,7 +90,10 @@ def test_every_channel_def_has_one_entry_per_channel(bundle):
 def test_brats_pred_channels_are_the_three_regions():
     outputs = _metadata("t3d_brats")["network_data_format"]
     assert list(outputs["outputs"]["pred"]["channel_def"].values()) == [
-        "tumour core (TC)", "whole tumour (WT)", "enhancing tumour (ET)"]
+        "tumour core (TC)",
+        "whole tumour (WT)",
+        "enhancing tumour (ET)",
+    ]
     assert sorted(map(int, outputs["post_processed_outputs"]["pred"]["channel_def"])) == [0, 1, 2, 4]  # the label map
 
 

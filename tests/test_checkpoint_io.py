@@ -52,8 +52,11 @@ def _bad_checkpoints(folder) -> dict[str, tuple[str, str]]:
         "malicious": (malicious, r"UnpicklingError: .*GLOBAL (posix|os|nt)\.system\b.*"),
         "random": (str(random_bytes), r"\w+: .+ \(4096 bytes, not the zip format torch\.save writes\)"),
         "empty": (str(empty), r"an empty file \(0 bytes\)"),
-        "truncated": (str(truncated), r"RuntimeError: PytorchStreamReader failed reading zip archive: .+ "
-                                      rf"\({len(data) // 2} bytes, a zip that is damaged or cut short\)"),
+        "truncated": (
+            str(truncated),
+            r"RuntimeError: PytorchStreamReader failed reading zip archive: .+ "
+            rf"\({len(data) // 2} bytes, a zip that is damaged or cut short\)",
+        ),
     }
 
 
@@ -78,13 +81,15 @@ def test_load_errors_name_the_file_and_torchs_real_reason(tmp_path, case):
     with pytest.raises(WeightTransferError) as caught:
         transfer_weights(network, path)
     assert str(caught.value) == (
-        f"{path}: expected a weights-only torch checkpoint, could not load it ({caught.value.__context__.reason})")
+        f"{path}: expected a weights-only torch checkpoint, could not load it ({caught.value.__context__.reason})"
+    )
     assert re.fullmatch(reason, caught.value.__context__.reason)
     _one_line_without_the_unsafe_advice(str(caught.value))
     with pytest.raises(PackError) as caught:
         check_weights("toy_bundle", path)
-    assert re.fullmatch(rf"toy_bundle: {re.escape(path)} does not load as a weights-only checkpoint \({reason}\)",
-                        str(caught.value))
+    assert re.fullmatch(
+        rf"toy_bundle: {re.escape(path)} does not load as a weights-only checkpoint \({reason}\)", str(caught.value)
+    )
     _one_line_without_the_unsafe_advice(str(caught.value))
     assert not (tmp_path / "command_ran").exists()  # the malicious payload was never run
 
@@ -94,13 +99,19 @@ def test_pack_command_line_prints_the_refused_global_as_its_last_line(tmp_path):
 
     bundle = _fake_bundle(tmp_path)
     path, reason = _bad_checkpoints(tmp_path)["malicious"]
-    result = subprocess.run([sys.executable, "-m", "custom.pack", str(bundle), "--weights", path, "--dist",
-                             str(tmp_path / "dist")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "custom.pack", str(bundle), "--weights", path, "--dist", str(tmp_path / "dist")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     print(f"\n{last}")
-    assert re.fullmatch(rf"error: toy_bundle: {re.escape(path)} does not load as a weights-only checkpoint \({reason}\)",
-                        last)
+    assert re.fullmatch(
+        rf"error: toy_bundle: {re.escape(path)} does not load as a weights-only checkpoint \({reason}\)", last
+    )
     assert result.stderr.strip().splitlines() == [last]  # the only thing printed
     _one_line_without_the_unsafe_advice(result.stderr.strip())
     assert not (tmp_path / "command_ran").exists()
@@ -161,8 +172,9 @@ checkpoint.atomic_save({"weight": torch.zeros(1000)}, sys.argv[1])
 def test_a_save_killed_by_sigkill_leaves_an_orphan_that_the_next_save_deletes(tmp_path):
     target = tmp_path / "models" / "checkpoint_last.pt"
     atomic_save({"weight": torch.ones(2)}, str(target))
-    child = subprocess.Popen([sys.executable, "-c", _KILLED_MID_SAVE, str(target)], cwd=REPO, stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_SAVE, str(target)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "written"
     finally:

@@ -16,15 +16,15 @@ import sys
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
-
 from conftest import BUNDLES, META_SCHEMA, run_bundle
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from test_zero_shot import toy_pretraining
+
 from custom.data.checks import DataError
 from custom.data.classification_datalist import read_class_names
 from custom.engines.classification_metadata import sync_metadata
 from custom.networks.unet_backbone import BasicUNetBackbone
 from custom.networks.volume_classifier import VolumeClassifier, window_origins
-from test_zero_shot import toy_pretraining
 
 BUNDLE = "t3d_bimcv_cls"
 CONFIGS = os.path.join(BUNDLES, BUNDLE, "configs")
@@ -75,17 +75,31 @@ def cls_toy(tmp_path_factory):
     train = run_bundle(BUNDLE, TOY, str(root), pretrained_weights=checkpoint, **common)
     trainer = train.parser.get_parsed_content("train#trainer")
     best = float(train.parser.get_parsed_content("validate#evaluator").state.best_metric)
-    evaluate = run_bundle(BUNDLE, TOY[:1] + ["evaluate.json", "cpu_toy.json"], str(root), threshold_split="training",
-                          eval_bootstrap=200, **common)
+    evaluate = run_bundle(
+        BUNDLE,
+        TOY[:1] + ["evaluate.json", "cpu_toy.json"],
+        str(root),
+        threshold_split="training",
+        eval_bootstrap=200,
+        **common,
+    )
     metrics = evaluate.parser.get_parsed_content("validate#evaluator").state.metrics
     with open(root / "eval" / "validation_metrics.json") as f:
         report = json.load(f)
-    print(f"\n[{BUNDLE}] toy fine-tune from the T3D toy checkpoint ({trainer.state.epoch} epochs): validation macro "
-          f"AUROC {metrics['macro_auroc']:.3f} (chance 0.5; 95% CI {report['macro']['auroc_ci'][0]:.3f}-"
-          f"{report['macro']['auroc_ci'][1]:.3f}), best during training {best:.3f}; per class: "
-          + ", ".join(f"{e['class']} {e['auroc']:.2f}" for e in report["per_class"]))
-    return {"root": root, "checkpoint": checkpoint, "common": common, "metrics": metrics, "report": report,
-            "network": train.parser.get_parsed_content("network")}
+    print(
+        f"\n[{BUNDLE}] toy fine-tune from the T3D toy checkpoint ({trainer.state.epoch} epochs): validation macro "
+        f"AUROC {metrics['macro_auroc']:.3f} (chance 0.5; 95% CI {report['macro']['auroc_ci'][0]:.3f}-"
+        f"{report['macro']['auroc_ci'][1]:.3f}), best during training {best:.3f}; per class: "
+        + ", ".join(f"{e['class']} {e['auroc']:.2f}" for e in report["per_class"])
+    )
+    return {
+        "root": root,
+        "checkpoint": checkpoint,
+        "common": common,
+        "metrics": metrics,
+        "report": report,
+        "network": train.parser.get_parsed_content("network"),
+    }
 
 
 def test_toy_fine_tune_learns(cls_toy):
@@ -94,15 +108,21 @@ def test_toy_fine_tune_learns(cls_toy):
 
 
 def test_fine_tune_started_from_the_t3d_encoder(cls_toy):
-    workflow = ConfigWorkflow(config_file=[os.path.join(CONFIGS, n) for n in TOY], workflow_type=None,
-                              bundle_root=str(cls_toy["root"]), pretrained_weights=cls_toy["checkpoint"],
-                              **cls_toy["common"])
+    workflow = ConfigWorkflow(
+        config_file=[os.path.join(CONFIGS, n) for n in TOY],
+        workflow_type=None,
+        bundle_root=str(cls_toy["root"]),
+        pretrained_weights=cls_toy["checkpoint"],
+        **cls_toy["common"],
+    )
     workflow.initialize()
     loaded = workflow.parser.get_parsed_content("network").state_dict()
     source = torch.load(cls_toy["checkpoint"], weights_only=True)
     compared = 0
     for key, value in source.items():
-        if key.startswith("image_backbone.") and key[len("image_backbone."):].startswith(BasicUNetBackbone.encoder_prefixes):
+        if key.startswith("image_backbone.") and key[len("image_backbone.") :].startswith(
+            BasicUNetBackbone.encoder_prefixes
+        ):
             torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)  # same key: the classifier's backbone
             compared += 1
     assert compared >= 20
@@ -125,8 +145,14 @@ def test_evaluate_writes_metrics_with_cis_and_thresholds_from_another_split(cls_
 def test_inference_writes_probabilities_for_one_volume(cls_toy):
     root = cls_toy["root"]
     image = sorted((root / "data" / "images").glob("*.nii.gz"))[0]
-    run_bundle(BUNDLE, ["inference.json", "cpu_toy.json"], str(root), images=[str(image)],
-               output_dir=str(root / "infer"), **cls_toy["common"])
+    run_bundle(
+        BUNDLE,
+        ["inference.json", "cpu_toy.json"],
+        str(root),
+        images=[str(image)],
+        output_dir=str(root / "infer"),
+        **cls_toy["common"],
+    )
     names = read_class_names(str(root / "models" / "class_names.json"))
     with open(root / "infer" / f"{image.name[:-7]}_probabilities.json") as f:
         result = json.load(f)
@@ -140,16 +166,25 @@ def test_inference_writes_probabilities_for_one_volume(cls_toy):
 
 def test_linear_probe_and_scratch_run_through_the_bundle(cls_toy, capsys):
     root = cls_toy["root"]
-    probe = run_bundle(BUNDLE, TOY, str(root / "probe"), linear_probe=True, pretrained_weights=cls_toy["checkpoint"],
-                       max_epochs=1, val_interval=1, **cls_toy["common"])
+    probe = run_bundle(
+        BUNDLE,
+        TOY,
+        str(root / "probe"),
+        linear_probe=True,
+        pretrained_weights=cls_toy["checkpoint"],
+        max_epochs=1,
+        val_interval=1,
+        **cls_toy["common"],
+    )
     network = probe.parser.get_parsed_content("network")
     source = torch.load(cls_toy["checkpoint"], weights_only=True)
     # after an epoch of training the encoder still equals the checkpoint; only pooling / head parameters trained
     weight = "conv_0.conv_0.conv.weight"
     torch.testing.assert_close(network.image_backbone.state_dict()[weight], source[f"image_backbone.{weight}"])
     assert not any(p.requires_grad for p in network.image_backbone.parameters())
-    run_bundle(BUNDLE, TOY, str(root / "scratch"), pretrained_weights=None, max_epochs=1, val_interval=1,
-               **cls_toy["common"])
+    run_bundle(
+        BUNDLE, TOY, str(root / "scratch"), pretrained_weights=None, max_epochs=1, val_interval=1, **cls_toy["common"]
+    )
     assert "starts from random initialisation (scratch)" in capsys.readouterr().out
     assert os.path.isfile(root / "scratch" / "models" / "model.pt")
 
@@ -191,13 +226,25 @@ def test_metadata_verifies_and_suits_monai_label(cls_toy, tmp_path):
     assert pred["type"] == "probabilities" and len(pred["channel_def"]) == pred["num_channels"]
     # the paper network (SwinUNETR encoder) at a narrower width and one 64^3 window: seconds on CPU
     verify_net_in_out(
-        net_id="network_def", meta_file=meta_file, config_file=os.path.join(CONFIGS, "inference.json"), device="cpu",
-        **{"image_backbone#feature_size": 12, "roi_size": [64, 64, 64], "ckpt_dir": str(tmp_path / "no_models"),
-           "bundle_root": os.path.dirname(CONFIGS),
-           "_meta_#network_data_format#inputs#image#spatial_shape": [64, 64, 64]},
+        net_id="network_def",
+        meta_file=meta_file,
+        config_file=os.path.join(CONFIGS, "inference.json"),
+        device="cpu",
+        **{
+            "image_backbone#feature_size": 12,
+            "roi_size": [64, 64, 64],
+            "ckpt_dir": str(tmp_path / "no_models"),
+            "bundle_root": os.path.dirname(CONFIGS),
+            "_meta_#network_data_format#inputs#image#spatial_shape": [64, 64, 64],
+        },
     )  # no class_names.json there: the width comes from configs/metadata.json's channel_def, as under MONAI Label
-    served = ConfigWorkflow(config_file=os.path.join(CONFIGS, "inference.json"), meta_file=meta_file,
-                            workflow_type=None, ckpt_dir=str(tmp_path / "no_models"), bundle_root=os.path.dirname(CONFIGS))
+    served = ConfigWorkflow(
+        config_file=os.path.join(CONFIGS, "inference.json"),
+        meta_file=meta_file,
+        workflow_type=None,
+        ckpt_dir=str(tmp_path / "no_models"),
+        bundle_root=os.path.dirname(CONFIGS),
+    )
     served.initialize()
     assert served.parser.get_parsed_content("class_names") == list(pred["channel_def"].values())
     # after training, channel_def follows the trained model's class list
@@ -218,8 +265,9 @@ def test_multi_gpu_overlay_with_two_gloo_processes(cls_toy, tmp_path):
         "--max_epochs", "1", "--val_interval", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=os.path.join(BUNDLES, BUNDLE), env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        command, cwd=os.path.join(BUNDLES, BUNDLE), env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("weight transfer from") == 2  # both ranks loaded the checkpoint
     assert "val_macro_auroc" in result.stdout + result.stderr

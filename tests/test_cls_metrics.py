@@ -137,8 +137,10 @@ def _write_datalist(tmp_path, rows_train, rows_val, names=("x", "y", "z"), key="
 
 
 def test_datalist_rows_and_class_names(tmp_path):
-    rows = [{"image": f"v{i}.nii.gz", "label_vector": [i % 2, 0, 1], "patient_id": f"p{i}", "labels": ["z"] * (i + 1)}
-            for i in range(4)]
+    rows = [
+        {"image": f"v{i}.nii.gz", "label_vector": [i % 2, 0, 1], "patient_id": f"p{i}", "labels": ["z"] * (i + 1)}
+        for i in range(4)
+    ]
     path = _write_datalist(tmp_path, rows, rows[:1], key="finding_names")
     assert read_class_names(path) == ["x", "y", "z"]
     loaded = load_classification_split(path, "training")
@@ -170,8 +172,10 @@ def test_datalist_empty_split_and_class_list_mismatch(tmp_path):
 
 
 def test_label_fraction_matches_the_curation_rule(tmp_path):
-    rows = [{"image": f"v{i}.nii.gz", "label": [int(i % 3 == 0), int(i % 5 == 0), 1], "patient_id": f"p{i // 2}"}
-            for i in range(40)]
+    rows = [
+        {"image": f"v{i}.nii.gz", "label": [int(i % 3 == 0), int(i % 5 == 0), 1], "patient_id": f"p{i // 2}"}
+        for i in range(40)
+    ]
     path = _write_datalist(tmp_path, rows, rows[:1])
     subset = load_classification_split(path, "training", label_fraction=0.1, seed=3)
     full = load_classification_split(path, "training")

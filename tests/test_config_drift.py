@@ -11,7 +11,6 @@ import json
 import os
 
 import pytest
-
 from conftest import BUNDLES
 
 #: the ids whose values legitimately differ between t3d_btcv_seg and t3d_msd_lung, per config file

@@ -14,9 +14,8 @@ import os
 
 import pytest
 import torch
-from monai.bundle import ConfigParser, ckpt_export
-
 from conftest import BUNDLES
+from monai.bundle import ConfigParser, ckpt_export
 
 SEG = {"t3d_btcv_seg": 1, "t3d_msd_lung": 1, "t3d_brats": 4}  # bundle -> input channels
 SMALL_SWIN = {"network_def#feature_size": 12}
@@ -41,9 +40,14 @@ def _export_and_compare(bundle, config_names, overrides, input_shape, use_trace,
     torch.save(eager.state_dict(), weights)
     exported = tmp_path / "model.ts"
     ckpt_export(
-        net_id="network_def", filepath=str(exported), ckpt_file=str(weights),
-        meta_file=_configs(bundle, "metadata.json")[0], config_file=_configs(bundle, *config_names),
-        use_trace=use_trace, input_shape=input_shape if use_trace else None, **overrides,
+        net_id="network_def",
+        filepath=str(exported),
+        ckpt_file=str(weights),
+        meta_file=_configs(bundle, "metadata.json")[0],
+        config_file=_configs(bundle, *config_names),
+        use_trace=use_trace,
+        input_shape=input_shape if use_trace else None,
+        **overrides,
     )
     loaded = torch.jit.load(str(exported))
     x = torch.rand(*input_shape)
@@ -69,8 +73,9 @@ def test_swinunetr_cannot_be_scripted(tmp_path):
 
 @pytest.mark.parametrize("bundle", list(SEG))
 def test_toy_basicunet_scripted_export_matches_eager_at_any_size(bundle, tmp_path):
-    loaded = _export_and_compare(bundle, ["inference.json", "cpu_toy.json"], {}, [1, SEG[bundle], 32, 32, 32], False,
-                                 tmp_path, atol=1e-5)
+    loaded = _export_and_compare(
+        bundle, ["inference.json", "cpu_toy.json"], {}, [1, SEG[bundle], 32, 32, 32], False, tmp_path, atol=1e-5
+    )
     eager = _network(bundle, ["inference.json", "cpu_toy.json"], {})
     eager.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
     x = torch.rand(1, SEG[bundle], 48, 32, 64)  # a scripted model is not tied to the export shape

@@ -19,5 +19,8 @@ def test_gpu_check_dry_run_prints_its_table():
     rows = {line.split(" | ")[0][2:]: line for line in table[1:]}
     assert {"pre-training, bf16", "pre-training, fp32", "DDP smoke, 1 process, gloo"} <= set(rows)
     assert "steps/s" in rows["pre-training, fp32"] and "TFLOP/step" in rows["pre-training, fp32"]
-    assert "| passed |" in rows["DDP smoke, 1 process, gloo"] and "checkpoint written: True" in rows["DDP smoke, 1 process, gloo"]
+    assert (
+        "| passed |" in rows["DDP smoke, 1 process, gloo"]
+        and "checkpoint written: True" in rows["DDP smoke, 1 process, gloo"]
+    )
     assert any(name.startswith("BTCV inference 40x40x30") for name in rows)

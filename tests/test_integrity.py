@@ -53,19 +53,37 @@ def _seg_rows(cases):
 
 
 def _pair_rows(cases):
-    return [{"image": image, "report": "Report text.", "patient_id": f"P{i}", "study_id": f"S{i}",
-             "labels": findings, "label_vector": [int(n in findings) for n in FINDING_NAMES]}
-            for i, (image, _, findings) in enumerate(cases)]
+    return [
+        {
+            "image": image,
+            "report": "Report text.",
+            "patient_id": f"P{i}",
+            "study_id": f"S{i}",
+            "labels": findings,
+            "label_vector": [int(n in findings) for n in FINDING_NAMES],
+        }
+        for i, (image, _, findings) in enumerate(cases)
+    ]
 
 
 def test_clean_datalists_have_no_problems(dataset, capsys):
     folder, cases = dataset
     test_image = _case(folder, 9, np.random.default_rng(9))[0]
-    seg = _write(folder, "seg.json", {"labels": SEG_LABELS, "training": _seg_rows(cases[:3]),
-                                      "validation": _seg_rows(cases[3:]),
-                                      "test": [test_image]})  # Decathlon-style bare test image path
-    pairs = _write(folder, "pairs.json", {"finding_names": list(FINDING_NAMES), "training": _pair_rows(cases)[:3],
-                                          "validation": _pair_rows(cases)[3:]})
+    seg = _write(
+        folder,
+        "seg.json",
+        {
+            "labels": SEG_LABELS,
+            "training": _seg_rows(cases[:3]),
+            "validation": _seg_rows(cases[3:]),
+            "test": [test_image],
+        },
+    )  # Decathlon-style bare test image path
+    pairs = _write(
+        folder,
+        "pairs.json",
+        {"finding_names": list(FINDING_NAMES), "training": _pair_rows(cases)[:3], "validation": _pair_rows(cases)[3:]},
+    )
     assert verify_datalist(seg) == [] and verify_datalist(pairs) == []
     assert verify_datalist(seg, kind="segmentation", num_classes=14) == []
     assert main(["--datalist", pairs]) == 0
@@ -96,18 +114,30 @@ def test_every_planted_segmentation_defect_is_flagged_once(dataset):
     planted = {  # row -> the text its one problem line must contain
         "missing file": ({"image": "images/nowhere.nii.gz", "label": cases[0][1]}, "image file not found"),
         "truncated image": ({"image": "images/truncated.nii.gz", "label": cases[0][1]}, "corrupt or truncated"),
-        "2D image": ({"image": _save(folder, "images/flat.nii.gz", phantom.image[:, :, 0]), "label": cases[0][1]},
-                     "expected a 3D volume"),
+        "2D image": (
+            {"image": _save(folder, "images/flat.nii.gz", phantom.image[:, :, 0]), "label": cases[0][1]},
+            "expected a 3D volume",
+        ),
         "NaN voxels": ({"image": _save(folder, "images/nan.nii.gz", nan_image), "label": cases[0][1]}, "NaN/inf"),
-        "absurd spacing": ({"image": _save(folder, "images/tiny.nii.gz", phantom.image, np.diag([0.001, 1, 1, 1])),
-                            "label": _save(folder, "labels/tiny.nii.gz", organs, np.diag([0.001, 1, 1, 1]))},
-                           "voxel spacing"),
-        "label shape": ({"image": cases[1][0], "label": _save(folder, "labels/crop.nii.gz", organs[:, :, :8])},
-                        "spatial shape"),
-        "label affine": ({"image": cases[1][0], "label": _save(folder, "labels/shifted.nii.gz", organs, shifted)},
-                         "label's affine"),
-        "label values": ({"image": cases[2][0], "label": _save(folder, "labels/bad.nii.gz", bad_values)},
-                         "expected label values in"),
+        "absurd spacing": (
+            {
+                "image": _save(folder, "images/tiny.nii.gz", phantom.image, np.diag([0.001, 1, 1, 1])),
+                "label": _save(folder, "labels/tiny.nii.gz", organs, np.diag([0.001, 1, 1, 1])),
+            },
+            "voxel spacing",
+        ),
+        "label shape": (
+            {"image": cases[1][0], "label": _save(folder, "labels/crop.nii.gz", organs[:, :, :8])},
+            "spatial shape",
+        ),
+        "label affine": (
+            {"image": cases[1][0], "label": _save(folder, "labels/shifted.nii.gz", organs, shifted)},
+            "label's affine",
+        ),
+        "label values": (
+            {"image": cases[2][0], "label": _save(folder, "labels/bad.nii.gz", bad_values)},
+            "expected label values in",
+        ),
     }
     rows = [row for row, _ in planted.values()]
     path = _write(folder, "broken_seg.json", {"labels": SEG_LABELS, "training": _seg_rows(cases) + rows})
@@ -129,11 +159,18 @@ def test_every_planted_pairs_defect_is_flagged_once(dataset, capsys):
         {**clean[2], "label_vector": [0, 1], "patient_id": "Q3"},
     ]
     leak = {**clean[3], "image": cases[3][0], "patient_id": "P0"}  # P0 is in training as well
-    path = _write(folder, "broken_pairs.json", {"finding_names": list(FINDING_NAMES),
-                                                "training": clean[:3] + broken, "validation": [leak]})
+    path = _write(
+        folder,
+        "broken_pairs.json",
+        {"finding_names": list(FINDING_NAMES), "training": clean[:3] + broken, "validation": [leak]},
+    )
     problems = verify_datalist(path)
-    expected = {"training[3] ": "non-empty report", "training[4] ": "UTF-8", "training[5] ": "one per class",
-                "patient_id P0": "expected in one split"}
+    expected = {
+        "training[3] ": "non-empty report",
+        "training[4] ": "UTF-8",
+        "training[5] ": "one per class",
+        "patient_id P0": "expected in one split",
+    }
     for prefix, text in expected.items():
         lines = [p for p in problems if p.startswith(prefix)]
         assert len(lines) == 1 and text in lines[0], (prefix, problems)
@@ -165,10 +202,15 @@ def test_csv_datalist_is_read_as_csv_and_checked_like_json(dataset):
             f.write("path,Report_en,split,patient_id\n" + "".join(f"{r[0]},{r[1]},{r[2]},{r[3]}\n" for r in rows))
         return path
 
-    clean = [(image, "No acute findings.", "training" if i < 3 else "validation", f"P{i}") for i, (image, _, _) in enumerate(cases)]
+    clean = [
+        (image, "No acute findings.", "training" if i < 3 else "validation", f"P{i}")
+        for i, (image, _, _) in enumerate(cases)
+    ]
     assert verify_datalist(write(clean)) == []  # used to report a JSON syntax error for any CSV
     leaked = clean[:3] + [(cases[3][0], "No acute findings.", "validation", "P0")]
-    assert verify_datalist(write(leaked)) == ["patient_id P0: expected in one split, found in ['training', 'validation']"]
+    assert verify_datalist(write(leaked)) == [
+        "patient_id P0: expected in one split, found in ['training', 'validation']"
+    ]
 
 
 def test_4d_volume_is_a_problem_in_a_single_channel_datalist_only(dataset):
@@ -176,9 +218,13 @@ def test_4d_volume_is_a_problem_in_a_single_channel_datalist_only(dataset):
     four_d = _save(folder, "images/four_d.nii.gz", np.zeros((*SHAPE, 2), np.float32))
     pairs = _pair_rows(cases)
     pairs[0]["image"] = four_d
-    problems = verify_datalist(_write(folder, "pairs4d.json", {"finding_names": list(FINDING_NAMES), "training": pairs}))
+    problems = verify_datalist(
+        _write(folder, "pairs4d.json", {"finding_names": list(FINDING_NAMES), "training": pairs})
+    )
     assert len(problems) == 1 and "expected a 3D volume, found shape" in problems[0], problems
     seg = _seg_rows(cases)
     seg[0]["image"] = four_d
-    seg_problems = verify_datalist(_write(folder, "seg4d.json", {"labels": SEG_LABELS, "training": seg}), kind="segmentation")
+    seg_problems = verify_datalist(
+        _write(folder, "seg4d.json", {"labels": SEG_LABELS, "training": seg}), kind="segmentation"
+    )
     assert not any("3D volume" in p for p in seg_problems), seg_problems

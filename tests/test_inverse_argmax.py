@@ -31,7 +31,9 @@ def test_channel_by_channel_inversion_matches_invertd_then_argmax():
             {**data, "pred": probabilities}
         )
     )["pred"]
-    streamed = InvertArgmaxd(keys="pred", transform=preprocessing, orig_keys="image")({**data, "pred": probabilities})["pred"]
+    streamed = InvertArgmaxd(keys="pred", transform=preprocessing, orig_keys="image")({**data, "pred": probabilities})[
+        "pred"
+    ]
     assert streamed.shape == reference.shape == (1, 37, 29, 23)
     assert streamed.dtype == torch.uint8
     assert torch.equal(streamed.long(), reference.long())
@@ -42,7 +44,9 @@ def test_channel_by_channel_inversion_matches_invertd_then_argmax():
 def test_float32_resampling_inverts_probabilities_within_1e4_of_float64():
     """The bundles' inference resamples in float32 (half the inverse's sampling grid); probabilities stay within 1e-4
     of MONAI's default float64 (measured: 1.1e-5 at 256 x 256 x 123 x 14 channels)."""
-    image = MetaTensor(torch.zeros(64, 48, 40), affine=torch.diag(torch.tensor([0.75, 0.75, 1.0, 1.0], dtype=torch.float64)))
+    image = MetaTensor(
+        torch.zeros(64, 48, 40), affine=torch.diag(torch.tensor([0.75, 0.75, 1.0, 1.0], dtype=torch.float64))
+    )
     inverted = {}
     for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
         preprocessing = Compose(

@@ -65,13 +65,25 @@ def test_label_affinities_and_the_positive_fraction():
     overlap = ReportAffinity("label_overlap")(labels, 4, "cpu")
     assert torch.allclose(overlap[2, 3], torch.tensor(0.5)) and overlap[0, 1] == 1 and overlap[0, 2] == 0
     loss = _tcl("labels")
-    loss(F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1), torch.arange(4), torch.tensor(1.0), labels)
+    loss(
+        F.normalize(torch.randn(4, 8), dim=-1),
+        F.normalize(torch.randn(4, 8), dim=-1),
+        torch.arange(4),
+        torch.tensor(1.0),
+        labels,
+    )
     assert abs(loss.positive_fraction - 2 / 12) < 1e-6  # the pair (0, 1), both ways, of 4 * 3 ordered pairs
 
 
 def test_all_positive_batch_is_flagged_by_the_fraction():
     loss = _tcl("labels")
-    loss(F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1), torch.arange(4), torch.tensor(1.0), torch.zeros(4, 3))
+    loss(
+        F.normalize(torch.randn(4, 8), dim=-1),
+        F.normalize(torch.randn(4, 8), dim=-1),
+        torch.arange(4),
+        torch.tensor(1.0),
+        torch.zeros(4, 3),
+    )
     assert loss.positive_fraction == 1.0
 
 

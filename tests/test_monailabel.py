@@ -24,7 +24,6 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
-
 from bundle_toys import toy_name, toy_pack, toy_validation_rows
 from conftest import BUNDLES, REPO_ROOT
 
@@ -32,8 +31,9 @@ pytestmark = pytest.mark.monailabel
 VENV = os.environ.get("T3D_MONAILABEL_VENV", "")
 MONAILABEL = os.path.join(VENV, "bin", "monailabel")
 if not os.path.isfile(MONAILABEL):
-    pytest.skip("MONAI Label venv not given: T3D_MONAILABEL_VENV=<venv of scripts/setup_monailabel.sh>",
-                allow_module_level=True)
+    pytest.skip(
+        "MONAI Label venv not given: T3D_MONAILABEL_VENV=<venv of scripts/setup_monailabel.sh>", allow_module_level=True
+    )
 
 requests = pytest.importorskip("requests")
 REAL_CT = os.path.join(REPO_ROOT, "tests", "data", "real_ct", "example_ct_sm.nii.gz")
@@ -67,13 +67,41 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         command = [
-            MONAILABEL, "start_server", "--app", app_dir, "--studies", studies, "--conf", "models", ",".join(models),
-            "--conf", "zoo_source", "github", "--conf", "sam2", "false", "--conf", "skip_trainers", "true",
-            "--conf", "preload", "false", "--host", "127.0.0.1", "--port", str(self.port),
+            MONAILABEL,
+            "start_server",
+            "--app",
+            app_dir,
+            "--studies",
+            studies,
+            "--conf",
+            "models",
+            ",".join(models),
+            "--conf",
+            "zoo_source",
+            "github",
+            "--conf",
+            "sam2",
+            "false",
+            "--conf",
+            "skip_trainers",
+            "true",
+            "--conf",
+            "preload",
+            "false",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
         ]
         self.log = open(log_path, "w")
-        self.process = subprocess.Popen(command, cwd=os.path.dirname(app_dir), env=_env(), stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=os.path.dirname(app_dir),
+            env=_env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -94,8 +122,13 @@ class Server:
 
     def infer(self, model: str, image: str, output: str) -> requests.Response:
         with open(image, "rb") as f:
-            response = requests.post(f"{self.url}/infer/{model}", params={"output": output},
-                                     files={"file": (os.path.basename(image), f)}, data={"params": "{}"}, timeout=600)
+            response = requests.post(
+                f"{self.url}/infer/{model}",
+                params={"output": output},
+                files={"file": (os.path.basename(image), f)},
+                data={"params": "{}"},
+                timeout=600,
+            )
         assert response.status_code == 200, f"{response.status_code} {response.text[:500]}\n{self.tail()}"
         return response
 
@@ -115,8 +148,12 @@ def _app(kind: str, tmp_path_factory, bundles: list[str]) -> str:
 
     apps = tmp_path_factory.mktemp(f"apps_{kind}")
     if kind == "stock":
-        subprocess.run([MONAILABEL, "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
-                       check=True, capture_output=True, env=_env())
+        subprocess.run(
+            [MONAILABEL, "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
+            check=True,
+            capture_output=True,
+            env=_env(),
+        )
         app_dir = str(apps / "monaibundle")
     else:
         app_dir = str(apps / "t3d")
@@ -160,10 +197,16 @@ def test_info_lists_the_segmentation_models(seg_server):
         assert model["version"] == metadata["version"] + "-toy"  # a toy build
 
 
-@pytest.mark.parametrize("bundle, source", [
-    ("t3d_btcv_seg", "synthetic"), ("t3d_btcv_seg", "real_ct"), ("t3d_msd_lung", "synthetic"),
-    ("t3d_msd_lung", "real_ct"), ("t3d_brats", "synthetic"),
-])
+@pytest.mark.parametrize(
+    "bundle, source",
+    [
+        ("t3d_btcv_seg", "synthetic"),
+        ("t3d_btcv_seg", "real_ct"),
+        ("t3d_msd_lung", "synthetic"),
+        ("t3d_msd_lung", "real_ct"),
+        ("t3d_brats", "synthetic"),
+    ],
+)
 def test_infer_returns_a_label_map_in_the_input_shape(seg_server, bundle, source, tmp_path, tmp_path_factory):
     image = REAL_CT if source == "real_ct" else _synthetic_image(bundle, tmp_path_factory)
     response = seg_server.infer(toy_name(bundle), image, output="image")
@@ -185,24 +228,53 @@ def _stand_in_classifier(root) -> str:
     import torch
     from monai.networks.nets import DenseNet
 
-    network_def = {"_target_": "DenseNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
-                   "init_features": 4, "growth_rate": 4, "block_config": [2, 2]}
+    network_def = {
+        "_target_": "DenseNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "init_features": 4,
+        "growth_rate": 4,
+        "block_config": [2, 2],
+    }
     inference = {
-        "imports": ["$import glob"], "bundle_root": ".", "device": "$torch.device('cpu')", "network_def": network_def,
+        "imports": ["$import glob"],
+        "bundle_root": ".",
+        "device": "$torch.device('cpu')",
+        "network_def": network_def,
         "network": "$@network_def.to(@device)",
-        "preprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "LoadImaged", "keys": "image"}, {"_target_": "EnsureChannelFirstd", "keys": "image"},
-            {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32, 32]},
-            {"_target_": "ScaleIntensityd", "keys": "image"}, {"_target_": "EnsureTyped", "keys": "image"}]},
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image"},
+                {"_target_": "EnsureChannelFirstd", "keys": "image"},
+                {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32, 32]},
+                {"_target_": "ScaleIntensityd", "keys": "image"},
+                {"_target_": "EnsureTyped", "keys": "image"},
+            ],
+        },
         "inferer": {"_target_": "SimpleInferer"},
-        "postprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "sigmoid": True}]},
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True}],
+        },
     }
     channel_def = {"0": "finding a", "1": "finding b", "2": "finding c"}
-    metadata = {"version": "0.1.0", "network_data_format": {
-        "inputs": {"image": {"type": "image", "num_channels": 1, "spatial_shape": [32, 32, 32]}},
-        "outputs": {"pred": {"type": "probabilities", "format": "classes", "num_channels": 3,
-                             "spatial_shape": [1, 3], "channel_def": channel_def}}}}
+    metadata = {
+        "version": "0.1.0",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "num_channels": 1, "spatial_shape": [32, 32, 32]}},
+            "outputs": {
+                "pred": {
+                    "type": "probabilities",
+                    "format": "classes",
+                    "num_channels": 3,
+                    "spatial_shape": [1, 3],
+                    "channel_def": channel_def,
+                }
+            },
+        },
+    }
     torch.manual_seed(0)
     kwargs = {k: v for k, v in network_def.items() if k != "_target_"}
     weights = root / "model.pt"
@@ -263,4 +335,3 @@ def test_classification_bundle_returns_per_class_probabilities(cls_server, tmp_p
 
 def _synthetic_ct(tmp_path_factory) -> str:
     return _synthetic_image("t3d_btcv_seg", tmp_path_factory)
-

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from conftest import BUNDLES
+
 from custom.weights.checkpoint import safe_load
 
 BUNDLE_DIR = os.path.join(BUNDLES, "t3d_pretrain")
@@ -36,7 +37,11 @@ def test_pretraining_runs_on_two_nodes_with_node_local_caches(tmp_path, syntheti
             "--batch_size", "2", "--max_epochs", "1", "--val_interval", "1",
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        agents.append(subprocess.Popen(command, cwd=BUNDLE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        agents.append(
+            subprocess.Popen(
+                command, cwd=BUNDLE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     outputs = [agent.communicate(timeout=600)[0] for agent in agents]
     for node, (agent, output) in enumerate(zip(agents, outputs)):
         assert agent.returncode == 0, f"node {node}:\n{output[-4000:]}"

@@ -50,7 +50,9 @@ def test_interactor_changes_restoration_with_text_only_when_on(offline_text_enco
         model = _toy_model(offline_text_encoder, use_interactor)
         with torch.no_grad():
             text_a = model.text_encoder(["There is a left pleural effusion.", "No acute findings."])
-            text_b = model.text_encoder(["Cardiomegaly is present.", "A 30 mm mass is present in the right upper lobe."])
+            text_b = model.text_encoder(
+                ["Cardiomegaly is present.", "A 30 mm mass is present in the right upper lobe."]
+            )
             restored_a = model.restore(corrupted, text_a, index)
             restored_b = model.restore(corrupted, text_b, index)
         changed = (restored_a - restored_b).abs().max().item()
@@ -130,7 +132,9 @@ def test_exported_encoder_loads_into_a_fresh_downstream_network(tmp_path, offlin
     for key, value in encoder_state.items():
         assert torch.equal(downstream.state_dict()[key], value)
     # the full model.pt feeds the image-only inference network
-    embedder = T3DImageEmbedder(type(backbone)(**({"feature_size": 12} if backbone_name == "swinunetr" else {"features": SMALL_UNET})), 16)
+    embedder = T3DImageEmbedder(
+        type(backbone)(**({"feature_size": 12} if backbone_name == "swinunetr" else {"features": SMALL_UNET})), 16
+    )
     embedder.load_state_dict(safe_load(str(tmp_path / "model.pt")), strict=False)
     assert torch.equal(embedder.image_head.key.weight, model.image_head.key.weight)
 
@@ -142,7 +146,11 @@ def test_unet_embedding_level_pools_a_finer_encoder_block():
     assert backbone.embedding_channels == SMALL_UNET[2]
     assert features.embedding_tokens.shape == (2, 8**3, SMALL_UNET[2])
     assert features.tokens.shape == (2, 2**3, SMALL_UNET[4])  # the interactor and decoder still use the bottleneck
-    assert BasicUNetBackbone(features=SMALL_UNET).encode(torch.rand(1, 1, 32, 32, 32)).embedding_tokens.shape == (1, 8, 32)
+    assert BasicUNetBackbone(features=SMALL_UNET).encode(torch.rand(1, 1, 32, 32, 32)).embedding_tokens.shape == (
+        1,
+        8,
+        32,
+    )
     with pytest.raises(ValueError, match="embedding_level: expected an encoder block 0..4, found 5"):
         BasicUNetBackbone(features=SMALL_UNET, embedding_level=5)
 
@@ -170,9 +178,16 @@ def test_text_whitening_gives_unit_covariance_on_the_reports_it_was_fitted_on():
 
 
 def test_t3d_text_whitening_is_fitted_from_reports_and_needs_a_frozen_encoder(offline_text_encoder):
-    reports = [f"There is a {size} mm nodule in the right upper lobe." for size in range(5, 25)] + ["No acute findings."]
-    model = T3DModel(BasicUNetBackbone(features=SMALL_UNET), HFTextEncoder(offline_text_encoder, frozen_layers=-1),
-                     embed_dim=16, interactor_heads=4, text_whitening=8).eval()
+    reports = [f"There is a {size} mm nodule in the right upper lobe." for size in range(5, 25)] + [
+        "No acute findings."
+    ]
+    model = T3DModel(
+        BasicUNetBackbone(features=SMALL_UNET),
+        HFTextEncoder(offline_text_encoder, frozen_layers=-1),
+        embed_dim=16,
+        interactor_heads=4,
+        text_whitening=8,
+    ).eval()
     model.prepare_text(reports)
     with torch.no_grad():
         pooled = model.text_encoder(reports).pooled
@@ -180,8 +195,13 @@ def test_t3d_text_whitening_is_fitted_from_reports_and_needs_a_frozen_encoder(of
     assert torch.allclose(torch.cov(white.T), torch.eye(8), atol=1e-3)
     assert model.embed_reports(reports[:3]).shape == (3, 16)
     with pytest.raises(ValueError, match="text_whitening: 8 components need a fully frozen text encoder"):
-        T3DModel(BasicUNetBackbone(features=SMALL_UNET), HFTextEncoder(offline_text_encoder, frozen_layers=1),
-                 embed_dim=16, interactor_heads=4, text_whitening=8)
+        T3DModel(
+            BasicUNetBackbone(features=SMALL_UNET),
+            HFTextEncoder(offline_text_encoder, frozen_layers=1),
+            embed_dim=16,
+            interactor_heads=4,
+            text_whitening=8,
+        )
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -214,9 +234,14 @@ def test_offline_text_encoder_build_is_the_same_in_every_process(tmp_path):
     )
     digests = []
     for run in ("a", "b"):
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / run)], check=True, capture_output=True, timeout=300
+        )
         digests.append(
-            [hashlib.sha256((tmp_path / run / name).read_bytes()).hexdigest() for name in ("tokenizer.json", "model.safetensors")]
+            [
+                hashlib.sha256((tmp_path / run / name).read_bytes()).hexdigest()
+                for name in ("tokenizer.json", "model.safetensors")
+            ]
         )
     assert digests[0] == digests[1]
     from transformers import AutoTokenizer

@@ -25,7 +25,13 @@ def test_named_groups_have_no_weight_decay():
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert decay["names"] == ["conv.weight", "linear.weight"]
     assert set(no_decay["names"]) == {
-        "conv.bias", "norm.weight", "norm.bias", "batch_norm.weight", "batch_norm.bias", "linear.bias", "logit_scale"
+        "conv.bias",
+        "norm.weight",
+        "norm.bias",
+        "batch_norm.weight",
+        "batch_norm.bias",
+        "linear.bias",
+        "logit_scale",
     }
     assert not any(name.startswith("frozen") for name in decay["names"] + no_decay["names"])
 

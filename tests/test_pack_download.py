@@ -24,9 +24,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from bundle_toys import toy_name, toy_pack
 from conftest import folder_tree
+
 from custom.packaging.pack import TOY_BANNER, PackError, bundle_requirements, check_version_order, main, pack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,15 @@ def test_requirements_are_exactly_the_metadata_packages():
     requirements = bundle_requirements(_metadata(BUNDLE))
     assert requirements[0] == "torch==2.13.0"  # first, alone: a bare torch resolve would pull a CUDA build
     assert {r.split("==")[0] for r in requirements} == {
-        "torch", "monai", "numpy", "nibabel", "pytorch-ignite", "tensorboard", "fire", "einops"}  # einops: SwinUNETR
+        "torch",
+        "monai",
+        "numpy",
+        "nibabel",
+        "pytorch-ignite",
+        "tensorboard",
+        "fire",
+        "einops",
+    }  # einops: SwinUNETR
 
 
 def test_pack_layout_and_model_info(tmp_path_factory):
@@ -79,9 +87,18 @@ def test_pack_layout_and_model_info(tmp_path_factory):
         metadata = json.loads(archive.read(f"{top}/configs/metadata.json"))
         card = archive.read(f"{top}/docs/README.md").decode()
     assert {n.split("/")[0] for n in names} == {top}  # one top folder, as MONAI's extractall(has_base=True) wants
-    for required in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md",
-                     "docs/data_license.txt", "LICENSE", "custom/__init__.py", "custom/transforms/seg_checks.py",
-                     "custom/data/checks.py", "custom/data/prompts/findings_v1.json"):
+    for required in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "models/model.pt",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "LICENSE",
+        "custom/__init__.py",
+        "custom/transforms/seg_checks.py",
+        "custom/data/checks.py",
+        "custom/data/prompts/findings_v1.json",
+    ):
         assert f"{top}/{required}" in names
     assert not any("/data/" in n and n.endswith(".nii.gz") for n in names)  # no run outputs or data
     # every bundle's modules (one MONAI Label process imports custom/ once for every bundle it serves), no repo tools
@@ -94,8 +111,12 @@ def test_pack_layout_and_model_info(tmp_path_factory):
         info = json.load(f)
     with open(zip_path, "rb") as f:
         sha1 = hashlib.sha1(f.read()).hexdigest()
-    assert info == {name: {
-        "checksum": sha1, "source": f"https://github.com/example/t3d/releases/download/hosting_storage_v1/{name}.zip"}}
+    assert info == {
+        name: {
+            "checksum": sha1,
+            "source": f"https://github.com/example/t3d/releases/download/hosting_storage_v1/{name}.zip",
+        }
+    }
 
 
 def test_download_by_name_and_inference_on_real_ct_in_a_fresh_venv(tmp_path, tmp_path_factory):
@@ -110,16 +131,43 @@ def test_download_by_name_and_inference_on_real_ct_in_a_fresh_venv(tmp_path, tmp
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
-    run(["-m", "monai.bundle", "download", "--name", toy_name(BUNDLE), "--url", f"file://{zip_path}",
-         "--bundle_dir", str(bundle_dir)], cwd=str(tmp_path))
+    run(
+        [
+            "-m",
+            "monai.bundle",
+            "download",
+            "--name",
+            toy_name(BUNDLE),
+            "--url",
+            f"file://{zip_path}",
+            "--bundle_dir",
+            str(bundle_dir),
+        ],
+        cwd=str(tmp_path),
+    )
     root = bundle_dir / toy_name(BUNDLE)
     assert (root / "models" / "model.pt").is_file()
     # nothing of this repository in that environment: `custom` is the bundle's vendored copy
-    where = run(["-c", "import custom, custom.transforms.seg_checks as m; print(*custom.__path__, m.__file__)"],
-                cwd=str(root)).split()
+    where = run(
+        ["-c", "import custom, custom.transforms.seg_checks as m; print(*custom.__path__, m.__file__)"], cwd=str(root)
+    ).split()
     assert where == [str(root / "custom"), str(root / "custom" / "transforms" / "seg_checks.py")]
-    run(["-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--images", f"['{REAL_CT}']",
-         "--output_dir", str(tmp_path / "out"), "--num_workers", "0"], cwd=str(root))
+    run(
+        [
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--images",
+            f"['{REAL_CT}']",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--num_workers",
+            "0",
+        ],
+        cwd=str(root),
+    )
     saved = nib.load(str(tmp_path / "out" / "example_ct_sm_seg.nii.gz"))
     source = nib.load(REAL_CT)
     assert saved.shape == source.shape
@@ -157,19 +205,28 @@ def _fake_bundle(root, name="toy_bundle", version="0.1.0", config_text=None):
     config_text = config_text or json.dumps({"imports": ["$import custom.data.checks"], "network_def": _LINEAR})
     (bundle / "configs" / "cpu_toy.json").write_text(json.dumps({"network_def": {**_LINEAR, "in_features": 2}}))
     (bundle / "docs" / "README.md").write_text(
-        "<!-- weights-status:begin -->\n> No trained weights are published.\n<!-- weights-status:end -->\n\n# Toy\n")
-    meta = {"version": version, "monai_version": "1.6.1", "pytorch_version": "2.13.0", "numpy_version": "2.4.6",
-            "required_packages_version": {"nibabel": "5.4.2", "fire": "0.7.1"}}
+        "<!-- weights-status:begin -->\n> No trained weights are published.\n<!-- weights-status:end -->\n\n# Toy\n"
+    )
+    meta = {
+        "version": version,
+        "monai_version": "1.6.1",
+        "pytorch_version": "2.13.0",
+        "numpy_version": "2.4.6",
+        "required_packages_version": {"nibabel": "5.4.2", "fire": "0.7.1"},
+    }
     (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
     (bundle / "configs" / "inference.json").write_text(config_text)
     return bundle
 
 
-@pytest.mark.parametrize("name, version, message", [
-    ("my_vnet", "0.1.0", "contains '_v'"),
-    ("toy-bundle", "0.1.0", "letters, digits and underscores"),
-    ("toy_bundle", "1.0", "MAJOR.MINOR.PATCH"),
-])
+@pytest.mark.parametrize(
+    "name, version, message",
+    [
+        ("my_vnet", "0.1.0", "contains '_v'"),
+        ("toy-bundle", "0.1.0", "letters, digits and underscores"),
+        ("toy_bundle", "1.0", "MAJOR.MINOR.PATCH"),
+    ],
+)
 def test_pack_refuses_names_and_versions_monai_misparses(tmp_path, name, version, message):
     bundle = _fake_bundle(tmp_path, name, version)
     with pytest.raises(PackError, match=message):
@@ -187,7 +244,8 @@ def test_pack_refusals_are_one_line_errors(tmp_path, capsys):
     os.remove(bundle / "models" / "model.pt")
     assert main([str(bundle), "--dist", str(tmp_path / "dist")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: toy_bundle: no trained weights at {bundle}/models/model.pt (train the bundle or pass --weights PATH)")
+        f"error: toy_bundle: no trained weights at {bundle}/models/model.pt (train the bundle or pass --weights PATH)"
+    )
 
     heavy = _fake_bundle(tmp_path / "heavy", config_text='{"x": "$custom.weights.offline_text_encoder.build"}')
     with pytest.raises(PackError, match="imports .(tokenizers|transformers).*does not name"):
@@ -248,10 +306,12 @@ def test_toy_builds_say_so_and_releases_do_not(tmp_path):
     dist = tmp_path / "dist"
     with pytest.raises(PackError) as caught:  # paper weights cannot pass as a toy
         pack(str(bundle), str(dist), overlays=["cpu_toy.json"])
-    assert re.fullmatch(r"toy_bundle: \S+model.pt does not fit configs/inference.json \+ cpu_toy.json network_def "
-                        r"\(Linear\): 1 shape mismatch\(es\) \(checkpoint vs network\): "
-                        r"weight \[1, 3\] vs \[1, 2\]; .*",
-                        str(caught.value))
+    assert re.fullmatch(
+        r"toy_bundle: \S+model.pt does not fit configs/inference.json \+ cpu_toy.json network_def "
+        r"\(Linear\): 1 shape mismatch\(es\) \(checkpoint vs network\): "
+        r"weight \[1, 3\] vs \[1, 2\]; .*",
+        str(caught.value),
+    )
     release = pack(str(bundle), str(dist))
     assert os.path.basename(release) == "toy_bundle_v0.1.0.zip"
     with zipfile.ZipFile(release) as archive:
@@ -344,7 +404,7 @@ def test_packed_bundle_imports_every_config_module_and_prompt_set_from_the_zip_a
         names = archive.namelist()
         archive.extractall(tmp_path / "unzipped")
     top = toy_name(bundle)
-    vendored = sorted(n[len(f"{top}/custom/"):] for n in names if n.startswith(f"{top}/custom/"))
+    vendored = sorted(n[len(f"{top}/custom/") :] for n in names if n.startswith(f"{top}/custom/"))
     assert not [n for n in vendored if n.startswith(_TOOLING)], "repository tooling shipped"
     assert {"data/prompts/findings_v1.json", "data/prompts/generic_v1.json"} <= set(vendored)
     assert all(n.endswith(".py") or n.startswith("data/prompts/") for n in vendored), vendored
@@ -356,8 +416,14 @@ def test_packed_bundle_imports_every_config_module_and_prompt_set_from_the_zip_a
     root = str(tmp_path / "unzipped" / top)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PYTHONPATH=root, PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", _IMPORT_FROM_THE_ZIP, root, json.dumps(sorted(config_names))],
-                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_FROM_THE_ZIP, root, json.dumps(sorted(config_names))],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     print(result.stdout.strip())
 
@@ -375,6 +441,7 @@ def test_prepare_monailabel_app_unpacks_bundles_into_its_model_folder(tmp_path, 
 
 
 # ---- archive validation shared by custom.serving.prepare and custom.packaging.download (custom.packaging.archive) ----
+
 
 def _zip(path, members) -> str:
     """A zip with ``members``: (name, data) pairs; data ``None`` makes a symbolic-link entry pointing at /etc/passwd."""
@@ -394,16 +461,31 @@ def _zip(path, members) -> str:
 
 _BUNDLE_FILES = [("good_bundle/configs/metadata.json", '{"version": "0.1.0"}'), ("good_bundle/models/model.pt", b"w")]
 _UNSAFE = {  # case -> (members, offending member, what is wrong with it)
-    "dotdot": ([("../configs/metadata.json", "{}"), ("../models/model.pt", "w")], "../configs/metadata.json",
-               "a '..' component"),
-    "dot": ([("./configs/metadata.json", "{}"), ("./good_bundle/models/model.pt", "w")], "./configs/metadata.json",
-            "a '.' component"),
-    "absolute": ([("/configs/metadata.json", "{}"), ("/models/model.pt", "w")], "/configs/metadata.json",
-                 "an absolute path"),
-    "symlink": ([("evil/configs/metadata.json", "{}"), ("evil/models/model.pt", None)], "evil/models/model.pt",
-                "a symbolic link"),
-    "inner_dotdot": ([("evil/configs/metadata.json", "{}"), ("evil/../../escaped.txt", "outside")],
-                     "evil/../../escaped.txt", "a '..' component"),
+    "dotdot": (
+        [("../configs/metadata.json", "{}"), ("../models/model.pt", "w")],
+        "../configs/metadata.json",
+        "a '..' component",
+    ),
+    "dot": (
+        [("./configs/metadata.json", "{}"), ("./good_bundle/models/model.pt", "w")],
+        "./configs/metadata.json",
+        "a '.' component",
+    ),
+    "absolute": (
+        [("/configs/metadata.json", "{}"), ("/models/model.pt", "w")],
+        "/configs/metadata.json",
+        "an absolute path",
+    ),
+    "symlink": (
+        [("evil/configs/metadata.json", "{}"), ("evil/models/model.pt", None)],
+        "evil/models/model.pt",
+        "a symbolic link",
+    ),
+    "inner_dotdot": (
+        [("evil/configs/metadata.json", "{}"), ("evil/../../escaped.txt", "outside")],
+        "evil/../../escaped.txt",
+        "a '..' component",
+    ),
 }
 
 
@@ -430,7 +512,8 @@ def test_prepare_refuses_unsafe_archives_before_touching_the_disk(tmp_path, caps
     assert prepare_main(["--app_dir", str(app), "--bundle", evil]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {evil}: expected relative paths of plain files and folders inside one bundle folder, found member "
-        f"{member!r} with {problem}"]
+        f"{member!r} with {problem}"
+    ]
     assert folder_tree(tmp_path) == before  # the app, its bundles and every sibling byte for byte; nothing new either
     assert not os.path.exists(tmp_path / "escaped.txt") and not os.path.exists(tmp_path / "apps" / "escaped.txt")
     # the same zips through the library call: the project's error type (a DataError, so a ValueError)
@@ -451,7 +534,8 @@ def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_
     fresh = tmp_path / "apps" / "fresh"
     assert prepare_main(["--app_dir", str(fresh), "--bundle", other, "--bundle", evil]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {evil}: expected one top-level bundle folder, found 2: ['a', 'b']")
+        f"error: {evil}: expected one top-level bundle folder, found 2: ['a', 'b']"
+    )
     assert not fresh.exists()  # the valid first zip was not unpacked either: all are checked before any write
 
     # a damaged member (CRC mismatch) is found before anything is written, too
@@ -464,7 +548,8 @@ def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_
     before = folder_tree(tmp_path)
     assert prepare_main(["--app_dir", str(app), "--bundle", str(damaged)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {damaged}: expected intact member data, found a CRC mismatch in member 'good_bundle/models/model.pt'")
+        f"error: {damaged}: expected intact member data, found a CRC mismatch in member 'good_bundle/models/model.pt'"
+    )
     assert folder_tree(tmp_path) == before
 
     # a new version replaces <model>/good_bundle only (a file it no longer has is gone); siblings stay
@@ -474,7 +559,10 @@ def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_
     after = folder_tree(tmp_path / "apps")
     assert {k: v for k, v in after.items() if not k.startswith("t3d/model/good_bundle")} == siblings
     assert sorted(k for k in after if k.startswith("t3d/model/good_bundle")) == [
-        "t3d/model/good_bundle", "t3d/model/good_bundle/configs", "t3d/model/good_bundle/configs/metadata.json"]
+        "t3d/model/good_bundle",
+        "t3d/model/good_bundle/configs",
+        "t3d/model/good_bundle/configs/metadata.json",
+    ]
     assert json.loads((app / "model" / "good_bundle" / "configs" / "metadata.json").read_text())["version"] == "0.2.0"
 
 
@@ -490,11 +578,14 @@ def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_
     (bundles / "other_bundle" / "model.pt").write_bytes(b"weights")
     before = folder_tree(tmp_path / "a")
     for _ in range(2):  # the retry is refused the same way: nothing partial was left to be taken for a finished copy
-        assert download_main(["--name", "evil", "--url", f"file://{evil}", "--bundle_dir", str(bundles),
-                              "--no_progress"]) == 2
+        assert (
+            download_main(["--name", "evil", "--url", f"file://{evil}", "--bundle_dir", str(bundles), "--no_progress"])
+            == 2
+        )
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"error: file://{evil}: expected relative paths of plain files and folders inside one bundle folder, "
-            f"found member {member!r} with {problem}")
+            f"found member {member!r} with {problem}"
+        )
         assert folder_tree(tmp_path / "a") == before
     assert not (tmp_path / "a" / "escaped.txt").exists()
 
@@ -509,24 +600,42 @@ def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_
 
     # a wrong top folder, a missing file: one line each, nothing left
     good = _zip(tmp_path / "good.zip", _BUNDLE_FILES)
-    assert download_main(["--name", "other_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles),
-                          "--no_progress"]) == 2
+    assert (
+        download_main(
+            ["--name", "other_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles), "--no_progress"]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: file://{good}: expected the bundle folder 'other_bundle', found 'good_bundle' "
-        "(member 'good_bundle/configs/metadata.json')")
+        "(member 'good_bundle/configs/metadata.json')"
+    )
     missing = tmp_path / "nowhere.zip"
-    assert download_main(["--name", "good_bundle", "--url", f"file://{missing}", "--bundle_dir", str(bundles),
-                          "--no_progress"]) == 2
+    assert (
+        download_main(
+            ["--name", "good_bundle", "--url", f"file://{missing}", "--bundle_dir", str(bundles), "--no_progress"]
+        )
+        == 2
+    )
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"error: file://{missing}: expected a downloadable bundle zip, found ") and str(missing) in line
+    assert (
+        line.startswith(f"error: file://{missing}: expected a downloadable bundle zip, found ") and str(missing) in line
+    )
     assert folder_tree(tmp_path / "a") == before
 
     # a good zip: unpacked to <bundle_dir>/<name>, no temporary folder or zip left; again: replaced, exit 0
     for _ in range(2):
-        assert download_main(["--name", "good_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles),
-                              "--no_progress"]) == 0
-        assert folder_tree(tmp_path / "a") == {**before, "bundles/good_bundle": "<dir>",
-                                         "bundles/good_bundle/configs": "<dir>", "bundles/good_bundle/models": "<dir>",
-                                         "bundles/good_bundle/configs/metadata.json":
-                                             hashlib.sha1(b'{"version": "0.1.0"}').hexdigest(),
-                                         "bundles/good_bundle/models/model.pt": hashlib.sha1(b"w").hexdigest()}
+        assert (
+            download_main(
+                ["--name", "good_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles), "--no_progress"]
+            )
+            == 0
+        )
+        assert folder_tree(tmp_path / "a") == {
+            **before,
+            "bundles/good_bundle": "<dir>",
+            "bundles/good_bundle/configs": "<dir>",
+            "bundles/good_bundle/models": "<dir>",
+            "bundles/good_bundle/configs/metadata.json": hashlib.sha1(b'{"version": "0.1.0"}').hexdigest(),
+            "bundles/good_bundle/models/model.pt": hashlib.sha1(b"w").hexdigest(),
+        }

@@ -49,7 +49,9 @@ def test_crops_are_native_resolution_inside_the_volume_and_body_biased(tmp_path)
     phantom = render_phantom([], shape=(80, 72, 60), spacing=(0.8, 0.8, 1.25), seed=1)
     path = _write(tmp_path / "ct.nii.gz", phantom.image, phantom.affine)
     cache = VolumeCache(str(tmp_path / "cache"), VolumePreprocessing(target_spacing=(1.5, 1.5, 1.5)))
-    dataset = PairsDataset([{"image": path, "report": "No acute findings."}], cache, crop_size=(32, 32, 32), crops_per_volume=4)
+    dataset = PairsDataset(
+        [{"image": path, "report": "No acute findings."}], cache, crop_size=(32, 32, 32), crops_per_volume=4
+    )
     volume = cache.load(path)
     # target spacing coarser than the source is not applied: the cached grid is the source grid
     assert volume.array.shape == phantom.image.shape
@@ -58,16 +60,25 @@ def test_crops_are_native_resolution_inside_the_volume_and_body_biased(tmp_path)
     torch.manual_seed(0)
     item = dataset[0]
     assert item["image"].shape == (4, 1, 32, 32, 32)
-    origins = sample_crop_origins(volume.array.shape, (32, 32, 32), volume.foreground, 500, 1.0, np.random.default_rng(0))
+    origins = sample_crop_origins(
+        volume.array.shape, (32, 32, 32), volume.foreground, 500, 1.0, np.random.default_rng(0)
+    )
     assert (origins >= 0).all() and (origins + 32 <= np.array(volume.array.shape)).all()
     o = origins[0]
-    assert np.allclose(read_crops(volume.array, [o], (32, 32, 32))[0], expected[o[0] : o[0] + 32, o[1] : o[1] + 32, o[2] : o[2] + 32], atol=1e-3)
+    assert np.allclose(
+        read_crops(volume.array, [o], (32, 32, 32))[0],
+        expected[o[0] : o[0] + 32, o[1] : o[1] + 32, o[2] : o[2] + 32],
+        atol=1e-3,
+    )
     body = expected > 0.25
 
     def body_fraction(prob):
-        origins = sample_crop_origins(volume.array.shape, (8, 8, 8), volume.foreground, 2000, prob, np.random.default_rng(1))
+        origins = sample_crop_origins(
+            volume.array.shape, (8, 8, 8), volume.foreground, 2000, prob, np.random.default_rng(1)
+        )
         centres = origins + 4
         return body[tuple(centres.T)].mean()
+
     assert body_fraction(1.0) > 0.95
     assert body_fraction(1.0) > body_fraction(0.0) + 0.1
 
@@ -93,7 +104,9 @@ def test_stratified_crops_fall_in_different_cells_of_the_body():
     same_quadrant = 0
     for seed in range(50):
         origins = sample_crop_origins(shape, (16, 16, 16), foreground, 4, 1.0, np.random.default_rng(seed))
-        quadrants = {tuple(q) for q in np.minimum((np.clip(origins + 8, low, high - 1) - low) * 2 // (high - low), 1)[:, [0, 2]]}
+        quadrants = {
+            tuple(q) for q in np.minimum((np.clip(origins + 8, low, high - 1) - low) * 2 // (high - low), 1)[:, [0, 2]]
+        }
         same_quadrant += len(quadrants) < 4
     assert same_quadrant > 25
 
@@ -111,7 +124,9 @@ def test_cache_is_built_once_and_reused(tmp_path):
 
 def test_csv_datalist_as_bimcv_r_ships_it(tmp_path):
     path = _write(tmp_path / "a.nii.gz", np.zeros((8, 8, 8), np.int16))
-    (tmp_path / "pairs.csv").write_text(f"path,Report_en\n{path},FINDINGS: No acute findings.  No acute findings.\n", encoding="utf-8")
+    (tmp_path / "pairs.csv").write_text(
+        f"path,Report_en\n{path},FINDINGS: No acute findings.  No acute findings.\n", encoding="utf-8"
+    )
     rows = load_pairs(str(tmp_path / "pairs.csv"))
     assert rows[0]["report"] == "No acute findings."
     (tmp_path / "bad.csv").write_text("image,text\nx,y\n", encoding="utf-8")
@@ -196,7 +211,10 @@ def test_txt_report_paths_are_read_as_utf8_everywhere(tmp_path):
 
     assert load_pairs(rows("good.txt"))[0]["report"] == "No acute findings. Lungs are clear."
     assert verify_datalist(rows("good.txt")) == []
-    for report, expected in (("latin1.txt", "expected UTF-8 text, found an invalid byte at offset 5"), ("gone.txt", "found no file")):
+    for report, expected in (
+        ("latin1.txt", "expected UTF-8 text, found an invalid byte at offset 5"),
+        ("gone.txt", "found no file"),
+    ):
         with pytest.raises(DataError) as excinfo:
             load_pairs(rows(report))
         assert expected in str(excinfo.value) and "\n" not in str(excinfo.value)

@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_bundle
+
 from custom.experiments.paper_table import DryRunError, Protocol, main
 from custom.experiments.protocol import COLUMNS, build_plan, discover_rows
 from custom.experiments.results import (
@@ -21,8 +21,8 @@ from custom.experiments.results import (
     README_END,
     IncompleteResultsError,
     build_report,
-    ordering_check,
     collect_results,
+    ordering_check,
     readme_section,
     result_path,
     write_result,
@@ -31,7 +31,10 @@ from custom.experiments.results import (
 from custom.weights.checkpoint import safe_load
 
 TOY_ROWS = [r.name for r in discover_rows("toy")[0] if r.pretrain]
-TINY = {"pretrain_overrides": {"max_epochs": 1, "val_interval": 1, "seed": 0, "batch_size": 2}, "pretrain_epoch_length": 2}
+TINY = {
+    "pretrain_overrides": {"max_epochs": 1, "val_interval": 1, "seed": 0, "batch_size": 2},
+    "pretrain_epoch_length": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,7 @@ def toy_protocol(tmp_path_factory, synthetic_pairs, offline_text_encoder):
     out = tmp_path_factory.mktemp("paper_table")
     os.makedirs(out / "work")
     os.symlink(offline_text_encoder, out / "work" / "text_encoder")
+
     def make(**kw) -> Protocol:
         budget = {**TINY, **kw.pop("budget", {})}
         return Protocol("toy", str(out), seeds=1, data_dirs={"t3d_pretrain": synthetic_pairs}, budget=budget, **kw)
@@ -82,7 +86,10 @@ def test_image_only_method_overlays_train_and_transfer(tmp_path, synthetic_pairs
     )  # fmt: skip
     with open(tmp_path / "runs" / "loss_history.json") as f:
         history = json.load(f)
-    keys = {"ssl_swin": ["loss", "rotation", "contrast", "reconstruction"], "restoration_only": ["loss", "restoration"]}[method]
+    keys = {
+        "ssl_swin": ["loss", "rotation", "contrast", "reconstruction"],
+        "restoration_only": ["loss", "restoration"],
+    }[method]
     assert history["iteration"] == [1, 2]
     assert all(np.isfinite(history[k]).all() and (np.asarray(history[k]) > 0).all() for k in keys)
     network = workflow.parser.get_parsed_content("network")
@@ -124,7 +131,9 @@ def test_one_fine_tune_writes_a_complete_result(toy_protocol):
         result = json.load(f)
     assert result["status"] == "complete" and result["iterations"] == 2 and result["method"] == "t3d"
     assert set(result["metrics"]) == {"mean_dice", "tc", "wt", "et"}
-    assert "monai.bundle run" in result["command"] and result["config"]["overrides"]["pretrained_weights"].endswith("image_encoder.pt")
+    assert "monai.bundle run" in result["command"] and result["config"]["overrides"]["pretrained_weights"].endswith(
+        "image_encoder.pt"
+    )
     assert protocol.finetune(run) == "exists"  # resumable: a finished run is not run again
     with pytest.raises(SystemExit, match="another scale or budget"):  # ... but never mixed with another budget
         toy_protocol(rows=["t3d"], bundles=["t3d_brats"], budget={**budget, "finetune_iterations": 3}).prepare()
@@ -133,7 +142,9 @@ def test_one_fine_tune_writes_a_complete_result(toy_protocol):
 def _fake_results(out_dir: str, seeds: int = 3, skip: int | None = None) -> dict:
     plan = build_plan("toy", seeds=seeds)
     metrics = {c.bundle: sorted({k.metric for k in COLUMNS if k.bundle == c.bundle}) for c in COLUMNS}
-    plan["bundles"] = [{"name": b, "label": b, "metrics": m} for b, m in metrics.items()]  # every column, classifier too
+    plan["bundles"] = [
+        {"name": b, "label": b, "metrics": m} for b, m in metrics.items()
+    ]  # every column, classifier too
     plan["runs"] = [
         {**r, "bundle": b["name"], "run_id": r["run_id"].replace(r["bundle"], b["name"])}
         for b in plan["bundles"] for r in plan["runs"] if r["bundle"] == "t3d_btcv_seg"
@@ -144,7 +155,12 @@ def _fake_results(out_dir: str, seeds: int = 3, skip: int | None = None) -> dict
     rng = np.random.default_rng(0)
     for index, run in enumerate(plan["runs"]):
         if index != skip:
-            metrics = {m: float(rng.uniform(0.2, 0.9)) for b in plan["bundles"] if b["name"] == run["bundle"] for m in b["metrics"]}
+            metrics = {
+                m: float(rng.uniform(0.2, 0.9))
+                for b in plan["bundles"]
+                if b["name"] == run["bundle"]
+                for m in b["metrics"]
+            }
             write_result(out_dir, run, metrics, "python -m monai.bundle run ...", {"files": []})
     return plan
 
@@ -180,11 +196,11 @@ def test_table_and_plots_have_the_paper_shape(tmp_path):
     sections = text.split("### ")[1:]
     assert [s.split("\n")[0] for s in sections] == [f"{p} % of the training labels" for p in (1, 10, 100)]
     for section in sections:
-        lines = [l for l in section.splitlines() if l.startswith("| ")]
+        lines = [line for line in section.splitlines() if line.startswith("| ")]
         header, body = lines[0], lines[1:]
         assert header.count("|") == len(COLUMNS) + 2
-        assert [l.split(" | ")[0][2:] for l in body] == [r["label"] for r in plan["rows"]]
-        assert all(l.count("± ") == len(COLUMNS) and l.count("(n=3)") == len(COLUMNS) for l in body)
+        assert [line.split(" | ")[0][2:] for line in body] == [r["label"] for r in plan["rows"]]
+        assert all(line.count("± ") == len(COLUMNS) and line.count("(n=3)") == len(COLUMNS) for line in body)
     assert "Scratch" in sections[0] and "Image-only SSL" in sections[0] and "T3D w/o TCL" in sections[0]
     assert len(plots) == len(COLUMNS) and all(os.path.getsize(p) > 5000 for p in plots)
 
@@ -192,12 +208,19 @@ def test_table_and_plots_have_the_paper_shape(tmp_path):
 def test_ordering_check_counts_cells_and_gaps_beyond_two_standard_errors():
     plan = {"rows": [{"name": n} for n in ("scratch", "ssl_swin", "t3d")]}
     cells = {  # cell A: the claimed order with clear gaps; cell B: reversed, within noise
-        ("t3d", "A", 0.1): [0.90, 0.91, 0.92], ("ssl_swin", "A", 0.1): [0.70, 0.71, 0.72], ("scratch", "A", 0.1): [0.50, 0.51, 0.52],
-        ("t3d", "B", 0.1): [0.50, 0.60, 0.40], ("ssl_swin", "B", 0.1): [0.55, 0.45, 0.65], ("scratch", "B", 0.1): [0.60, 0.40, 0.70],
-    }  # fmt: skip
+        ("t3d", "A", 0.1): [0.90, 0.91, 0.92],
+        ("ssl_swin", "A", 0.1): [0.70, 0.71, 0.72],
+        ("scratch", "A", 0.1): [0.50, 0.51, 0.52],
+        ("t3d", "B", 0.1): [0.50, 0.60, 0.40],
+        ("ssl_swin", "B", 0.1): [0.55, 0.45, 0.65],
+        ("scratch", "B", 0.1): [0.60, 0.40, 0.70],
+    }
     text = " ".join(ordering_check(plan, cells))
     assert "holds in 1 of 2 column × fraction cells" in text
-    assert "t3d vs ssl_swin: 1 better, 0 worse; t3d vs scratch: 1 better, 0 worse; ssl_swin vs scratch: 1 better, 0 worse" in text
+    assert (
+        "t3d vs ssl_swin: 1 better, 0 worse; t3d vs scratch: 1 better, 0 worse; ssl_swin vs scratch: 1 better, 0 worse"
+        in text
+    )
     assert ordering_check({"rows": [{"name": "t3d"}]}, cells) == []  # nothing to compare against
 
 
@@ -213,7 +236,9 @@ def test_readme_block_is_replaced_only_from_complete_results(tmp_path):
     write_timing(str(out), 120.0, 600.0, jobs=2)
     assert main(["--out", str(out), "--table_only", "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith("# Title\n\n## Results\n") and text.endswith("\n\n## After\ntext\n") and "\nold\n" not in text
+    assert (
+        text.startswith("# Title\n\n## Results\n") and text.endswith("\n\n## After\ntext\n") and "\nold\n" not in text
+    )
     block = text.split(README_BEGIN)[1].split(README_END)[0]
     assert "#### 1 % of the training labels" in block and "(n=3)" in block and "Wall time: 12.0 min" in block
     assert "](results/plots/" in block and os.path.isfile(out / "plots" / "btcv_mean_dice.png")
@@ -259,5 +284,7 @@ def test_full_dry_run_passes_when_data_and_text_encoders_are_there(tmp_path, off
 def test_dry_run_reports_a_config_that_does_not_resolve(tmp_path):
     broken = {"ssl_swin:ssl_loss#_target_": "custom.losses.nowhere.Loss"}
     protocol = Protocol("full", str(tmp_path), rows=["ssl_swin"], bundles=["t3d_btcv_seg"], pretrain_overrides=broken)
-    with pytest.raises(DryRunError, match=r"ssl_swin\]: component ssl_loss target 'custom.losses.nowhere.Loss' not importable"):
+    with pytest.raises(
+        DryRunError, match=r"ssl_swin\]: component ssl_loss target 'custom.losses.nowhere.Loss' not importable"
+    ):
         protocol.dry_run()

@@ -29,9 +29,7 @@ def _world_centre(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return affine[:3, :3] @ centre + affine[:3, 3]
 
 
-@pytest.mark.parametrize(
-    "signs", [(1.0, 1.0, 1.0), (-1.0, 1.0, -1.0)], ids=["stored_S_A_R", "stored_I_A_L_flipped"]
-)
+@pytest.mark.parametrize("signs", [(1.0, 1.0, 1.0), (-1.0, 1.0, -1.0)], ids=["stored_S_A_R", "stored_I_A_L_flipped"])
 def test_target_spacing_applies_in_ras_order_for_a_permuted_volume(signs):
     array = np.full(SHAPE, -1000.0, dtype=np.float32)
     array[3:6, 4:9, 12:17] = 1000.0  # an off-centre block, to check the content stays where it was in the world

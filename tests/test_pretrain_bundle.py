@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import BUNDLES, META_SCHEMA, run_bundle
+
 from custom.weights.checkpoint import safe_load
 
 BUNDLE = "t3d_pretrain"
@@ -54,7 +54,12 @@ def test_every_overlay_trains_two_steps(tmp_path, synthetic_pairs, offline_text_
     if overlays == ["ablation_clinicalbert.json"]:
         # the overlay names a hub id; offline it must fail with one clear line, and with a local model it trains
         with pytest.raises(Exception) as raised:
-            run_bundle(BUNDLE, TOY + overlays, str(tmp_path / "hub"), **{**overrides, "text_encoder_name": "medicalai/ClinicalBERT"})
+            run_bundle(
+                BUNDLE,
+                TOY + overlays,
+                str(tmp_path / "hub"),
+                **{**overrides, "text_encoder_name": "medicalai/ClinicalBERT"},
+            )
         chain, error = [], raised.value
         while error is not None:  # MONAI wraps the constructor's error; ours is in the chain
             chain.append(str(error))
@@ -62,7 +67,9 @@ def test_every_overlay_trains_two_steps(tmp_path, synthetic_pairs, offline_text_
         assert any("text_encoder_name 'medicalai/ClinicalBERT'" in m and "never downloads" in m for m in chain), chain
         from custom.weights.offline_text_encoder import build_offline_text_encoder
 
-        overrides["text_encoder_name"] = build_offline_text_encoder(str(tmp_path / "other_text"), hidden_size=32, num_layers=3, mlm_steps=20)
+        overrides["text_encoder_name"] = build_offline_text_encoder(
+            str(tmp_path / "other_text"), hidden_size=32, num_layers=3, mlm_steps=20
+        )
         overrides["text_frozen_layers"] = 1
     workflow = run_bundle(BUNDLE, TOY + overlays, str(tmp_path), **overrides)
     history = _history(tmp_path)
@@ -175,7 +182,9 @@ def test_multi_gpu_overlay_runs_with_two_gloo_processes(tmp_path, synthetic_pair
         "--batch_size", "2", "--max_epochs", "1", "--val_interval", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=os.path.join(BUNDLES, BUNDLE), env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, cwd=os.path.join(BUNDLES, BUNDLE), env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checkpoint = safe_load(str(tmp_path / "models" / "checkpoint_last.pt"))
     # 8 training studies, 2 ranks x batch 2: each rank sees 4 studies -> 2 iterations in the epoch

@@ -17,7 +17,8 @@ from custom.transforms.report_text import clean_report
 NORMAL_CHEST = (
     "Contrast-enhanced CT of the chest. The lungs are clear. No pulmonary nodules or masses. No pleural effusion. "
     "No pneumothorax. The heart is normal in size. No pericardial effusion. No mediastinal or hilar lymphadenopathy. "
-    "The thoracic aorta is normal in calibre. The visualised upper abdomen is unremarkable. No acute osseous abnormality."
+    "The thoracic aorta is normal in calibre. The visualised upper abdomen is unremarkable. "
+    "No acute osseous abnormality."
 )
 EFFUSION = NORMAL_CHEST.replace("No pleural effusion.", "Moderate right pleural effusion.")
 NODULE = NORMAL_CHEST.replace("No pulmonary nodules or masses.", "A 9 mm spiculated nodule in the right upper lobe.")
@@ -42,7 +43,12 @@ def test_long_reports_differing_in_one_finding_are_not_positives_under_labels():
     rng = np.random.default_rng(0)
     effusion = Finding("pleural effusion", "right")
     nodule = Finding("nodule", "right", "upper", 9.0)
-    reports = [write_report([], rng), write_report([], rng), write_report([effusion], rng), write_report([effusion, nodule], rng)]
+    reports = [
+        write_report([], rng),
+        write_report([], rng),
+        write_report([effusion], rng),
+        write_report([effusion, nodule], rng),
+    ]
     assert min(len(r.split()) for r in reports) >= 90  # the long style is what is tested here
     vectors = torch.tensor([[0, 0], [0, 0], [1, 0], [1, 1]], dtype=torch.float32)  # (effusion, nodule)
     affinity = ReportAffinity("labels")(vectors, 4, "cpu")

@@ -16,8 +16,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import BUNDLES
+
 from custom.weights.checkpoint import safe_load
 
 EVERY = 3  # checkpoint_every_iterations of the killed run
@@ -27,8 +27,20 @@ ITERATION_LOG = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) --")
 def _command(bundle: str, root: str, max_epochs: int) -> list[str]:
     configs = "['configs/train.json','configs/cpu_toy.json']"
     return [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--bundle_root", root,
-        "--max_epochs", str(max_epochs), "--val_interval", "1", "--checkpoint_every_iterations", str(EVERY),
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        configs,
+        "--bundle_root",
+        root,
+        "--max_epochs",
+        str(max_epochs),
+        "--val_interval",
+        "1",
+        "--checkpoint_every_iterations",
+        str(EVERY),
     ]
 
 
@@ -76,9 +88,11 @@ def test_sigkill_mid_epoch_resumes_from_the_last_iteration_checkpoint(bundle, tm
     validation = final["validation"]
     assert validation["best_metric_epoch"] >= 1 and os.path.isfile(tmp_path / "models" / "model.pt")
     assert validation["best_model_saver"]["_saved"][0][0] == pytest.approx(validation["best_metric"])
-    print(f"\n[{bundle}] SIGKILL after iteration {killed_after} (epoch length {epoch_length}); resumed from iteration "
-          f"{resumed_at}, ran {resumed_at + 1}..{total}; best validation metric {validation['best_metric']:.3f} "
-          f"at epoch {validation['best_metric_epoch']}")
+    print(
+        f"\n[{bundle}] SIGKILL after iteration {killed_after} (epoch length {epoch_length}); resumed from iteration "
+        f"{resumed_at}, ran {resumed_at + 1}..{total}; best validation metric {validation['best_metric']:.3f} "
+        f"at epoch {validation['best_metric_epoch']}"
+    )
 
 
 def _inside_a_later_epoch(log_path, iteration: int) -> bool:

@@ -21,14 +21,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture()
 def configs(tmp_path):
     base = tmp_path / "train.json"
-    base.write_text(json.dumps({"max_epochs": 2, "pretrained_weights": None, "net": {"_target_": "Identity"}, "steps": [1, 2]}))
+    base.write_text(
+        json.dumps({"max_epochs": 2, "pretrained_weights": None, "net": {"_target_": "Identity"}, "steps": [1, 2]})
+    )
     overlay = tmp_path / "toy.json"
     overlay.write_text(json.dumps({"batch_size": 4}))
     return [str(base), str(overlay)]
 
 
 def test_command_line_overrides_are_read_from_a_monai_bundle_run_line(configs):
-    argv = ["__main__.py", "run", "--config_file", str(configs), "--max_epochs", "1", "--net#kw=3", "--meta_file", "m.json"]
+    argv = [
+        "__main__.py",
+        "run",
+        "--config_file",
+        str(configs),
+        "--max_epochs",
+        "1",
+        "--net#kw=3",
+        "--meta_file",
+        "m.json",
+    ]
     files, ids = command_line_overrides(argv)
     assert files == configs and ids == ["max_epochs", "net#kw"]
     assert command_line_overrides(["pytest", "-q"]) == ([], [])
@@ -71,7 +83,9 @@ def test_non_finite_loss_names_the_iteration_and_the_batch_files():
     check_finite_loss(torch.tensor(0.5), 3, "x")
     with pytest.raises(NonFiniteLossError) as excinfo:
         check_finite_loss(torch.tensor(float("nan")), 7, "a.nii.gz, b.nii.gz")
-    assert str(excinfo.value).startswith("iteration 7: expected a finite training loss, found nan from a.nii.gz, b.nii.gz")
+    assert str(excinfo.value).startswith(
+        "iteration 7: expected a finite training loss, found nan from a.nii.gz, b.nii.gz"
+    )
 
     class Rows:
         rows = [{"image": "v0.nii.gz"}, {"image": "v1.nii.gz"}, {"image": "v2.nii.gz"}]
@@ -92,8 +106,12 @@ def test_supervised_trainer_stops_before_the_step_and_saves_nothing(tmp_path):
     image[1, 2] = float("nan")
     saver = CheckpointSaver(str(tmp_path), {"net": network}, save_interval=1, epoch_level=False, save_final=False)
     trainer = SupervisedTrainer(
-        device="cpu", max_epochs=1, train_data_loader=[{"image": image, "label": torch.zeros(2, 1)}], network=network,
-        optimizer=torch.optim.SGD(network.parameters(), lr=0.1), loss_function=torch.nn.MSELoss(),
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=[{"image": image, "label": torch.zeros(2, 1)}],
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1),
+        loss_function=torch.nn.MSELoss(),
         train_handlers=[StopOnNonFiniteLoss(), saver],
     )
     with pytest.raises(NonFiniteLossError, match="iteration 1: .* from good.nii.gz, nan.nii.gz"):
@@ -105,13 +123,29 @@ def test_supervised_trainer_stops_before_the_step_and_saves_nothing(tmp_path):
 def test_bundle_run_with_a_typoed_override_exits_with_one_line(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--max_epoch", "1",
-         "--ckpt_dir", str(tmp_path / "models")],
-        cwd=os.path.join(REPO, "bundles", "t3d_btcv_seg"), capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/train.json",
+            "--max_epoch",
+            "1",
+            "--ckpt_dir",
+            str(tmp_path / "models"),
+        ],
+        cwd=os.path.join(REPO, "bundles", "t3d_btcv_seg"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "error: --max_epoch: expected a config id defined in configs/train.json, found none; did you mean 'max_epochs'?"
+    assert last == (
+        "error: --max_epoch: expected a config id defined in configs/train.json, found none; did you mean 'max_epochs'?"
+    )
     assert not (tmp_path / "models").exists()
 
 
@@ -120,7 +154,10 @@ def test_patient_leakage_is_one_definition_and_refused():
 
     clean = {"training": [{"patient_id": "a"}, {"patient_id": "b"}], "validation": [{"patient_id": "c"}]}
     assert patient_split_problems(clean) == [] and refuse_patient_leakage(clean, "d.json")
-    leaked = {"training": [{"patient_id": "a"}, {"patient_id": "b"}], "validation": [{"patient_id": "b"}, {"patient_id": "a"}]}
+    leaked = {
+        "training": [{"patient_id": "a"}, {"patient_id": "b"}],
+        "validation": [{"patient_id": "b"}, {"patient_id": "a"}],
+    }
     assert patient_split_problems(leaked) == [
         "patient_id a: expected in one split, found in ['training', 'validation']",
         "patient_id b: expected in one split, found in ['training', 'validation']",
@@ -143,10 +180,25 @@ def test_segmentation_training_refuses_a_leaked_patient_before_training(tmp_path
     with open(datalist, "w") as f:
         json.dump(rows, f)
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-         "--dataset_dir", str(tmp_path / "btcv"), "--datalist", datalist, "--ckpt_dir", str(tmp_path / "models")],
-        cwd=os.path.join(REPO, "bundles", "t3d_btcv_seg"), capture_output=True, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/train.json",
+            "--dataset_dir",
+            str(tmp_path / "btcv"),
+            "--datalist",
+            datalist,
+            "--ckpt_dir",
+            str(tmp_path / "models"),
+        ],
+        cwd=os.path.join(REPO, "bundles", "t3d_btcv_seg"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
@@ -154,7 +206,9 @@ def test_segmentation_training_refuses_a_leaked_patient_before_training(tmp_path
     assert not (tmp_path / "models" / "model.pt").exists()
 
 
-@pytest.mark.parametrize("script", ["t3d-pack", "t3d-download", "t3d-integrity", "t3d-serving-prepare", "t3d-paper-table"])
+@pytest.mark.parametrize(
+    "script", ["t3d-pack", "t3d-download", "t3d-integrity", "t3d-serving-prepare", "t3d-paper-table"]
+)
 def test_console_scripts_are_installed_and_answer_help(script):
     """One entry point per tool (pyproject.toml [project.scripts]), installed by scripts/setup.sh."""
     path = os.path.join(os.path.dirname(sys.executable), script)

@@ -83,12 +83,16 @@ def save_pretrain_checkpoint(path: str, tmp_path_factory) -> BasicUNetBackbone:
 
     if "model" not in _PRETRAIN:
         root = tmp_path_factory.mktemp("t3d_pretrain_toy")
-        run_bundle("t3d_pretrain", ["train.json", "cpu_toy.json"], str(root), max_epochs=1, epoch_length=2, batch_size=2)
+        run_bundle(
+            "t3d_pretrain", ["train.json", "cpu_toy.json"], str(root), max_epochs=1, epoch_length=2, batch_size=2
+        )
         _PRETRAIN["model"] = str(root / "models" / "model.pt")
     shutil.copyfile(_PRETRAIN["model"], path)
     state = torch.load(path, weights_only=True)
     backbone = BasicUNetBackbone(in_channels=1, out_channels=1, features=TOY_FEATURES, norm="batch")
-    backbone.load_state_dict({k[len("image_backbone.") :]: v for k, v in state.items() if k.startswith("image_backbone.")})
+    backbone.load_state_dict(
+        {k[len("image_backbone.") :]: v for k, v in state.items() if k.startswith("image_backbone.")}
+    )
     return backbone
 
 
@@ -135,25 +139,42 @@ def toy_run(name: str, tmp_path_factory) -> dict:
     init.initialize()
     torch.save(init.parser.get_parsed_content("network_def").state_dict(), str(untrained_dir / "model.pt"))
     baseline = run_workflow(
-        spec.name, ["train.json", "evaluate.json", "cpu_toy.json"],
-        ckpt_dir=str(untrained_dir), output_dir=str(root / "eval_untrained"), **common,
+        spec.name,
+        ["train.json", "evaluate.json", "cpu_toy.json"],
+        ckpt_dir=str(untrained_dir),
+        output_dir=str(root / "eval_untrained"),
+        **common,
     )
     untrained_dice = float(baseline.parser.get_parsed_content("validate#evaluator").state.metrics["val_mean_dice"])
 
     run_workflow(
-        spec.name, ["train.json", "cpu_toy.json"],
-        pretrained_weights=checkpoint, ckpt_dir=str(root / "models"), output_dir=str(root / "runs"), **common,
+        spec.name,
+        ["train.json", "cpu_toy.json"],
+        pretrained_weights=checkpoint,
+        ckpt_dir=str(root / "models"),
+        output_dir=str(root / "runs"),
+        **common,
     )
     evaluation = run_workflow(
-        spec.name, ["train.json", "evaluate.json", "cpu_toy.json"],
-        ckpt_dir=str(root / "models"), output_dir=str(root / "eval"), **common,
+        spec.name,
+        ["train.json", "evaluate.json", "cpu_toy.json"],
+        ckpt_dir=str(root / "models"),
+        output_dir=str(root / "eval"),
+        **common,
     )
     metrics = evaluation.parser.get_parsed_content("validate#evaluator").state.metrics
-    print(f"\n[{spec.name}] validation mean Dice: untrained {untrained_dice:.3f}, toy fine-tuned from T3D checkpoint "
-          f"{metrics['val_mean_dice']:.3f}; HD95 {metrics['val_hd95']:.2f} voxels")
+    print(
+        f"\n[{spec.name}] validation mean Dice: untrained {untrained_dice:.3f}, toy fine-tuned from T3D checkpoint "
+        f"{metrics['val_mean_dice']:.3f}; HD95 {metrics['val_hd95']:.2f} voxels"
+    )
     _TOY_RUNS[name] = {
-        "spec": spec, "root": root, "common": common, "backbone": backbone,
-        "untrained_dice": untrained_dice, "trained_dice": float(metrics["val_mean_dice"]), "checkpoint": checkpoint,
+        "spec": spec,
+        "root": root,
+        "common": common,
+        "backbone": backbone,
+        "untrained_dice": untrained_dice,
+        "trained_dice": float(metrics["val_mean_dice"]),
+        "checkpoint": checkpoint,
     }
     return _TOY_RUNS[name]
 
@@ -172,8 +193,10 @@ def test_fine_tune_started_from_the_checkpoint_encoder(toy, tmp_path):
     """The network the trainer received had the checkpoint's encoder (1->4 channels adapted for BraTS)."""
     spec = toy["spec"]
     workflow = ConfigWorkflow(
-        config_file=_configs(spec.name, "train.json", "cpu_toy.json"), workflow_type=None,
-        pretrained_weights=toy["checkpoint"], **toy["common"],
+        config_file=_configs(spec.name, "train.json", "cpu_toy.json"),
+        workflow_type=None,
+        pretrained_weights=toy["checkpoint"],
+        **toy["common"],
     )
     workflow.initialize()
     loaded = workflow.parser.get_parsed_content("network").state_dict()
@@ -191,8 +214,14 @@ def test_fine_tune_started_from_the_checkpoint_encoder(toy, tmp_path):
 def test_scratch_training_runs(toy):
     root = toy["root"]
     run_workflow(
-        toy["spec"].name, ["train.json", "cpu_toy.json"], pretrained_weights=None, max_epochs=1, val_interval=1,
-        ckpt_dir=str(root / "scratch"), output_dir=str(root / "scratch_runs"), **toy["common"],
+        toy["spec"].name,
+        ["train.json", "cpu_toy.json"],
+        pretrained_weights=None,
+        max_epochs=1,
+        val_interval=1,
+        ckpt_dir=str(root / "scratch"),
+        output_dir=str(root / "scratch_runs"),
+        **toy["common"],
     )
     assert os.path.isfile(root / "scratch" / "model.pt")
 
@@ -214,8 +243,14 @@ def test_inference_writes_one_label_map_in_input_geometry(toy):
     root, spec = toy["root"], toy["spec"]
     rows = _validation_rows(toy)
     images = [r["image"] for r in rows]
-    run_workflow(spec.name, ["inference.json", "cpu_toy.json"], images=images, ckpt_dir=str(root / "models"),
-                 output_dir=str(root / "infer"), **toy["common"])
+    run_workflow(
+        spec.name,
+        ["inference.json", "cpu_toy.json"],
+        images=images,
+        ckpt_dir=str(root / "models"),
+        output_dir=str(root / "infer"),
+        **toy["common"],
+    )
     for row in rows:
         reference = nib.load(row["label"])
         saved = nib.load(str(root / "infer" / f"{_stem(row)}_seg.nii.gz"))
@@ -233,13 +268,26 @@ def test_brats2023_miniature_trains_and_infers_with_the_toy_config(tmp_path):
     data = tmp_path / "BraTS2023"
     datalist = brats.write_miniature(str(data), num_cases=4, layout="2023")  # 32^3 at 6 mm: the toy's grid
     run_workflow(
-        "t3d_brats", ["train.json", "cpu_toy.json"], dataset_dir=str(data), datalist=datalist, num_workers=0,
-        max_epochs=1, val_interval=1, ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "runs"),
+        "t3d_brats",
+        ["train.json", "cpu_toy.json"],
+        dataset_dir=str(data),
+        datalist=datalist,
+        num_workers=0,
+        max_epochs=1,
+        val_interval=1,
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "runs"),
         **{"train#trainer#epoch_length": 2},
     )
     assert (tmp_path / "models" / "model.pt").is_file()
-    run_workflow("t3d_brats", ["inference.json", "cpu_toy.json"], dataset_dir=str(data), num_workers=0,
-                 ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "infer"))
+    run_workflow(
+        "t3d_brats",
+        ["inference.json", "cpu_toy.json"],
+        dataset_dir=str(data),
+        num_workers=0,
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "infer"),
+    )
     cases = sorted(d for d in os.listdir(data) if os.path.isdir(data / d))
     assert cases == [f"BraTS-GLI-{i:05d}-000" for i in range(4)]
     for case in cases:
@@ -271,16 +319,22 @@ def test_btcv_on_the_real_ct(tmp_path_factory, tmp_path):
     np.testing.assert_allclose(saved.affine, source.affine, atol=1e-5)
 
     evaluation = run_workflow(
-        "t3d_btcv_seg", ["train.json", "evaluate.json", "cpu_toy.json"],
-        datalist=datalist, dataset_dir=str(tmp_path), output_dir=str(tmp_path / "eval"), **common,
+        "t3d_btcv_seg",
+        ["train.json", "evaluate.json", "cpu_toy.json"],
+        datalist=datalist,
+        dataset_dir=str(tmp_path),
+        output_dir=str(tmp_path / "eval"),
+        **common,
     )
     assert nib.load(str(tmp_path / "eval" / "example_ct_sm_seg.nii.gz")).shape == source.shape
     with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as f:
         header, values = list(csv.reader(f))[:2]
     per_organ = dict(zip(header[1:-1], (float(v) for v in values[1:-1])))  # drop the filename and mean columns
     present = set(np.unique(np.asarray(nib.load(label).dataobj)).tolist()) - {0}
-    print(f"\n[real CT] BTCV organs in the mapped reference: {sorted(present)}; per-organ Dice of the toy model: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in per_organ.items()))
+    print(
+        f"\n[real CT] BTCV organs in the mapped reference: {sorted(present)}; per-organ Dice of the toy model: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in per_organ.items())
+    )
     assert len(per_organ) == 13  # one Dice per BTCV organ
     for organ in range(1, 14):  # classes absent from the reference are NaN (ignored), present ones are scored
         assert np.isfinite(per_organ[f"class{organ - 1}"]) == (organ in present)
@@ -292,15 +346,34 @@ def test_multi_gpu_overlay_with_two_gloo_processes(name, tmp_path, tmp_path_fact
     toy = toy_run(name, tmp_path_factory)
     configs = "['configs/train.json','configs/cpu_toy.json','configs/multi_gpu_train.json']"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-        "-m", "monai.bundle", "run", "--config_file", configs,
-        "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"),
-        "--output_dir", str(tmp_path / "runs"), "--pretrained_weights", toy["checkpoint"],
-        "--max_epochs", "2", "--val_interval", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        configs,
+        "--dataset_dir",
+        str(tmp_path / "data"),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "runs"),
+        "--pretrained_weights",
+        toy["checkpoint"],
+        "--max_epochs",
+        "2",
+        "--val_interval",
+        "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=os.path.join(REPO, "bundles", name), env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command, cwd=os.path.join(REPO, "bundles", name), env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("weight transfer from") == 2  # both ranks loaded the checkpoint
     assert "val_mean_dice" in result.stdout + result.stderr

@@ -79,7 +79,8 @@ def test_msd_task01_and_brats2021_read_to_the_same_channels_and_regions(tmp_path
 
 def _brats_load():
     return Compose(
-        [LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]), ConvertToBratsRegionsd("label")])
+        [LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]), ConvertToBratsRegionsd("label")]
+    )
 
 
 def test_brats2023_layout_reads_to_the_same_channels_and_regions_as_brats2021(tmp_path):
@@ -95,7 +96,8 @@ def test_brats2023_layout_reads_to_the_same_channels_and_regions_as_brats2021(tm
     row = rows23[0]
     assert row["tumour_label_scheme"] == "brats2023"
     assert [os.path.basename(p) for p in row["image"]] == [
-        f"BraTS-GLI-00000-000-{m}.nii.gz" for m in ("t2f", "t1n", "t1c", "t2w")]
+        f"BraTS-GLI-00000-000-{m}.nii.gz" for m in ("t2f", "t1n", "t1c", "t2w")
+    ]
     assert os.path.basename(row["label"]) == "BraTS-GLI-00000-000-seg.nii.gz"
     assert set(np.unique(nib.load(row["label"]).get_fdata())) == {0, 1, 2, 3}  # 2023 numbering on disk
     load = _brats_load()
@@ -118,7 +120,8 @@ def test_brats_folder_of_neither_layout_is_one_line_naming_it(tmp_path):
         brats.build_datalist(str(tmp_path / "b"))
     assert _one_line_error(excinfo) == (
         f"{odd}: expected BraTS 2021 files (case_007_flair.nii.gz, _t1, _t1ce, _t2, _seg) or BraTS 2023 files "
-        "(case_007-t2f.nii.gz, -t1n, -t1c, -t2w, -seg), found case_007_T1.nii.gz")
+        "(case_007-t2f.nii.gz, -t1n, -t1c, -t2w, -seg), found case_007_T1.nii.gz"
+    )
 
 
 def test_brats_layouts_are_not_mixed_and_2023_missing_files_are_named(tmp_path):
@@ -127,8 +130,10 @@ def test_brats_layouts_are_not_mixed_and_2023_missing_files_are_named(tmp_path):
     os.rename(tmp_path / "old" / "BraTS2021_00000", tmp_path / "b" / "BraTS2021_00000")
     with pytest.raises(DataError) as excinfo:
         brats.build_datalist(str(tmp_path / "b"))
-    assert _one_line_error(excinfo) == (f"{tmp_path / 'b'}: expected case folders of one BraTS layout, found "
-                                        "BraTS 2021 (BraTS2021_00000), BraTS 2023 (BraTS-GLI-00000-000)")
+    assert _one_line_error(excinfo) == (
+        f"{tmp_path / 'b'}: expected case folders of one BraTS layout, found "
+        "BraTS 2021 (BraTS2021_00000), BraTS 2023 (BraTS-GLI-00000-000)"
+    )
     shutil.rmtree(tmp_path / "b" / "BraTS2021_00000")
     case = tmp_path / "b" / "BraTS-GLI-00001-000"
     os.remove(case / "BraTS-GLI-00001-000-t1c.nii.gz")

@@ -54,9 +54,7 @@ def _assert_encoder_equal(network: torch.nn.Module, source: torch.nn.Module, pre
     return compared
 
 
-@pytest.mark.parametrize(
-    "form", ["t3d_model", "image_encoder", "ddp_t3d_model", "ddp_image_encoder"]
-)
+@pytest.mark.parametrize("form", ["t3d_model", "image_encoder", "ddp_t3d_model", "ddp_image_encoder"])
 def test_swin_encoder_equals_checkpoint_for_our_forms(tmp_path, form):
     backbone = _pretrained_swin()
     state = _t3d_model_state(backbone) if "t3d_model" in form else _encoder_state(backbone)

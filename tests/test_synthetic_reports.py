@@ -56,7 +56,7 @@ def sections(report: str) -> dict[str, list[str]]:
         header = HEADERS.match(sentence)
         if header:
             current = header.group(0)[:-2]
-            sentence = sentence[header.end():]
+            sentence = sentence[header.end() :]
         out[current].append(sentence)
     return out
 
@@ -91,6 +91,7 @@ def test_reports_agree_with_the_findings(studies):
         sentences = parts["FINDINGS"] + parts["IMPRESSION"]
         present = {f.name for f in findings}
         for finding in findings:
+
             def located(sentence: str, finding: Finding = finding) -> bool:
                 text = sentence.lower()
                 if not positive_mention(sentence, finding.name):
@@ -139,6 +140,7 @@ def test_long_style_is_deterministic_and_varied():
 
 def test_short_style_is_the_original_output():
     """Strings produced by the implementation before the long style existed (same seeds, same calls)."""
+
     def draw(seed: int, count: int) -> list[str]:
         rng = np.random.default_rng(seed)
         return [write_report(sample_findings(rng), rng, style="short") for _ in range(count)]
@@ -196,8 +198,9 @@ def test_pairs_set_writes_the_chosen_report_style(tmp_path):
     from custom.data.make_synthetic_pairs import make_synthetic_pairs
 
     def rows(style: str) -> list[dict]:
-        path = make_synthetic_pairs(str(tmp_path / style), num_train=3, num_val=1, shape=(16, 16, 16), seed=1,
-                                    report_style=style)
+        path = make_synthetic_pairs(
+            str(tmp_path / style), num_train=3, num_val=1, shape=(16, 16, 16), seed=1, report_style=style
+        )
         with open(path, encoding="utf-8") as f:
             datalist = json.load(f)
         return [{**row, "split": split} for split in ("training", "validation") for row in datalist[split]]

@@ -39,7 +39,9 @@ def _rank_main(rank: int, world: int, port: int, results) -> None:
 def test_tcl_gathers_the_global_batch_across_two_processes():
     image, text, image_to_text, features = _batch()
     full_image = image.clone().requires_grad_(True)
-    full_loss = TextInformedContrastiveLoss(ReportAffinity("labels"))(full_image, text, image_to_text, torch.tensor(2.0), features)
+    full_loss = TextInformedContrastiveLoss(ReportAffinity("labels"))(
+        full_image, text, image_to_text, torch.tensor(2.0), features
+    )
     full_loss.backward()
 
     results = mp.Manager().dict()

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import BUNDLES, run_bundle
 
 mlflow = pytest.importorskip("mlflow", reason="MLflow is the 'tracking' extra: pip install -e '.[tracking]'")
@@ -49,14 +48,29 @@ def _tensorboard_tags(output_dir: str) -> set[str]:
 def test_segmentation_training_with_tracking_mlflow_on_the_command_line(tmp_path):
     output_dir = tmp_path / "eval"  # the config's default, $@bundle_root + '/eval' (see the note below)
     command = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/cpu_toy.json']",
-        "--tracking", "mlflow", "--bundle_root", str(tmp_path),
-        "--ckpt_dir", str(tmp_path / "models"), "--max_epochs", "1", "--val_interval", "1",
-        "--train#trainer#epoch_length", "2",
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "['configs/train.json','configs/cpu_toy.json']",
+        "--tracking",
+        "mlflow",
+        "--bundle_root",
+        str(tmp_path),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--max_epochs",
+        "1",
+        "--val_interval",
+        "1",
+        "--train#trainer#epoch_length",
+        "2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=os.path.join(BUNDLES, "t3d_btcv_seg"), env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        command, cwd=os.path.join(BUNDLES, "t3d_btcv_seg"), env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     client, run, run_dir = _mlflow_run(str(output_dir))
@@ -74,8 +88,16 @@ def test_segmentation_training_with_tracking_mlflow_on_the_command_line(tmp_path
 
 def test_pretraining_with_tracking_mlflow(tmp_path):
     output_dir = tmp_path / "runs"
-    run_bundle("t3d_pretrain", ["train.json", "cpu_toy.json"], str(tmp_path), tracking="mlflow",
-               output_dir=str(output_dir), max_epochs=1, epoch_length=2, batch_size=2)
+    run_bundle(
+        "t3d_pretrain",
+        ["train.json", "cpu_toy.json"],
+        str(tmp_path),
+        tracking="mlflow",
+        output_dir=str(output_dir),
+        max_epochs=1,
+        epoch_length=2,
+        batch_size=2,
+    )
     client, run, _ = _mlflow_run(str(output_dir))
     assert run.data.params["epoch_length"] == "2"
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2

@@ -14,7 +14,6 @@ import json
 import os
 
 import pytest
-
 from conftest import BUNDLES
 
 # bundle -> the patch / window size its inference.json feeds the network (must fit the metadata's shape pattern)

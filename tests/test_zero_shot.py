@@ -37,7 +37,9 @@ def toy_pretraining(tmp_path_factory) -> str:
 
     if "root" not in _PRETRAIN:
         root = tmp_path_factory.mktemp("t3d_pretrain_toy_cls")
-        run_bundle("t3d_pretrain", ["train.json", "cpu_toy.json"], str(root), max_epochs=1, epoch_length=2, batch_size=2)
+        run_bundle(
+            "t3d_pretrain", ["train.json", "cpu_toy.json"], str(root), max_epochs=1, epoch_length=2, batch_size=2
+        )
         _PRETRAIN["root"] = str(root)
     return _PRETRAIN["root"]
 
@@ -50,7 +52,9 @@ def _prompt_file(tmp_path, classes: dict, defaults: dict | None = None) -> str:
 
 
 def test_unknown_class_in_a_prompt_file_is_a_one_line_error(tmp_path):
-    path = _prompt_file(tmp_path, {"nodule": {"positive": ["a"], "negative": ["b"]}, "nodul": {"positive": ["a"], "negative": ["b"]}})
+    path = _prompt_file(
+        tmp_path, {"nodule": {"positive": ["a"], "negative": ["b"]}, "nodul": {"positive": ["a"], "negative": ["b"]}}
+    )
     with pytest.raises(DataError) as raised:
         load_prompt_set(path, ["nodule", "mass"])
     message = str(raised.value)
@@ -66,8 +70,11 @@ def test_missing_phrasings_and_defaults(tmp_path):
     path = _prompt_file(tmp_path, {"mass": {"positive": ["A mass."], "negative": ["No mass."]}})
     with pytest.raises(DataError, match="expected phrasings for class 'nodule'"):
         load_prompt_set(path, ["mass", "nodule"])  # no defaults to fall back on
-    path = _prompt_file(tmp_path, {"mass": {"positive": ["A mass."], "negative": ["No mass."]}},
-                        {"positive": ["There is {name}."], "negative": ["No {name}."]})
+    path = _prompt_file(
+        tmp_path,
+        {"mass": {"positive": ["A mass."], "negative": ["No mass."]}},
+        {"positive": ["There is {name}."], "negative": ["No {name}."]},
+    )
     prompts = load_prompt_set(path, ["mass", "nodule"])
     assert prompts.prompts["nodule"] == (["There is nodule."], ["No nodule."])
     assert prompts.from_defaults == ["nodule"] and prompts.version == "test-1"
@@ -98,10 +105,13 @@ def _keyword_embedding(texts: list[str]) -> torch.Tensor:
 
 
 def _two_class_prompts(tmp_path) -> str:
-    return _prompt_file(tmp_path, {
-        "mass": {"positive": ["A mass.", "There is a mass."], "negative": ["No mass.", "There is no mass."]},
-        "effusion": {"positive": ["An effusion."], "negative": ["No effusion."]},
-    })
+    return _prompt_file(
+        tmp_path,
+        {
+            "mass": {"positive": ["A mass.", "There is a mass."], "negative": ["No mass.", "There is no mass."]},
+            "effusion": {"positive": ["An effusion."], "negative": ["No effusion."]},
+        },
+    )
 
 
 def test_prompt_ensembles_are_averaged_and_normalised(tmp_path):
@@ -141,21 +151,29 @@ def test_zero_shot_handler_scores_a_known_case_perfectly(tmp_path):
     # volume embedding = sum of the axes of its findings, with the "no X" axis for absent ones (then normalised)
     images = [F.normalize(torch.tensor([[a, 1 - a, b, 1 - b]], dtype=torch.float32), dim=-1) for a, b in labels]
     rows = [{"image": f"v{i}.nii.gz", "label_vector": v} for i, v in enumerate(labels)]
-    handler = ZeroShotClassification(_two_class_prompts(tmp_path), ["mass", "effusion"], rows, str(tmp_path / "out"),
-                                     n_bootstrap=50)
+    handler = ZeroShotClassification(
+        _two_class_prompts(tmp_path), ["mass", "effusion"], rows, str(tmp_path / "out"), n_bootstrap=50
+    )
     engine = _engine([{"image_embedding": e} for e in images])
     handler.attach(engine)
     engine.run([{"index": [i]} for i in range(len(images))], max_epochs=1)
     assert engine.state.metrics["zero_shot_macro_auroc"] == 1.0
     assert handler.report["prompt_version"] == "test-1" and handler.report["logit_scale"] == pytest.approx(10.0)
-    for name in ("zero_shot_metrics.json", "zero_shot_per_class.csv", "zero_shot_predictions.csv", "zero_shot_roc_curves.png"):
+    for name in (
+        "zero_shot_metrics.json",
+        "zero_shot_per_class.csv",
+        "zero_shot_predictions.csv",
+        "zero_shot_roc_curves.png",
+    ):
         assert os.path.isfile(tmp_path / "out" / name), name
 
 
 def test_zero_shot_handler_rejects_a_wrong_length_label_vector(tmp_path):
     rows = [{"image": "v0.nii.gz", "label_vector": [1, 0]}, {"image": "v1.nii.gz", "label_vector": [1]}]
     with pytest.raises(DataError) as raised:
-        ZeroShotClassification(_two_class_prompts(tmp_path), ["mass", "effusion"], rows, str(tmp_path), split="validation")
+        ZeroShotClassification(
+            _two_class_prompts(tmp_path), ["mass", "effusion"], rows, str(tmp_path), split="validation"
+        )
     message = str(raised.value)
     assert "\n" not in message and "v1.nii.gz" in message and "'label_vector'" in message and "length 2" in message
 
@@ -180,8 +198,10 @@ def test_retrieval_handler_writes_metrics_and_sheet(tmp_path):
         nib.save(nib.Nifti1Image(np.full((8, 8, 6), -1000 + 200 * i, dtype=np.int16), np.eye(4)), str(path))
         rows.append({"image": str(path), "report": f"report {i}"})
     embeddings = torch.eye(5)
-    outputs = [{"image_embedding": embeddings[i : i + 1], "text_embedding": embeddings[[(i + 1) % 5 if i < 2 else i]]}
-               for i in range(5)]
+    outputs = [
+        {"image_embedding": embeddings[i : i + 1], "text_embedding": embeddings[[(i + 1) % 5 if i < 2 else i]]}
+        for i in range(5)
+    ]
     handler = RetrievalReport(rows, str(tmp_path / "out"), ks=(1, 5), sheet_queries=3)
     engine = _engine(outputs)
     handler.attach(engine)
@@ -199,8 +219,9 @@ def test_zero_shot_and_retrieval_from_a_toy_pretraining(tmp_path_factory):
     from conftest import run_bundle
 
     root = toy_pretraining(tmp_path_factory)
-    zero_shot = run_bundle("t3d_pretrain", ["train.json", "cpu_toy.json", "evaluate_zero_shot.json"], root,
-                           eval_bootstrap=200)
+    zero_shot = run_bundle(
+        "t3d_pretrain", ["train.json", "cpu_toy.json", "evaluate_zero_shot.json"], root, eval_bootstrap=200
+    )
     retrieval = run_bundle("t3d_pretrain", ["train.json", "cpu_toy.json", "evaluate_retrieval.json"], root)
     z = zero_shot.parser.get_parsed_content("validate#evaluator").state.metrics
     r = retrieval.parser.get_parsed_content("validate#evaluator").state.metrics
@@ -208,13 +229,16 @@ def test_zero_shot_and_retrieval_from_a_toy_pretraining(tmp_path_factory):
         report = json.load(f)
     datalist = os.path.join(root, "data", "synthetic_pairs", "pairs_datalist.json")
     assert [e["class"] for e in report["per_class"]] == read_class_names(datalist)
-    print(f"\n[toy pre-training, 2 steps] zero-shot macro AUROC {z['zero_shot_macro_auroc']:.3f} (chance 0.5, "
-          f"95% CI {report['macro']['auroc_ci'][0]:.3f}-{report['macro']['auroc_ci'][1]:.3f}, "
-          f"{report['macro']['classes_scored']} classes scored); report->volume R@1 {r['retrieval_report_to_volume_R1']:.3f} "
-          f"(chance {r['retrieval_chance_R1']:.3f}), R@5 {r['retrieval_report_to_volume_R5']:.3f} "
-          f"(chance {r['retrieval_chance_R5']:.3f}), R@10 {r['retrieval_report_to_volume_R10']:.3f} "
-          f"(chance {r['retrieval_chance_R10']:.3f}); volume->report R@5 {r['retrieval_volume_to_report_R5']:.3f}; "
-          f"median rank {r['retrieval_report_to_volume_median_rank']:.1f} of {r['retrieval_gallery_size']:.0f}")
+    print(
+        f"\n[toy pre-training, 2 steps] zero-shot macro AUROC {z['zero_shot_macro_auroc']:.3f} (chance 0.5, "
+        f"95% CI {report['macro']['auroc_ci'][0]:.3f}-{report['macro']['auroc_ci'][1]:.3f}, "
+        f"{report['macro']['classes_scored']} classes scored); "
+        f"report->volume R@1 {r['retrieval_report_to_volume_R1']:.3f} "
+        f"(chance {r['retrieval_chance_R1']:.3f}), R@5 {r['retrieval_report_to_volume_R5']:.3f} "
+        f"(chance {r['retrieval_chance_R5']:.3f}), R@10 {r['retrieval_report_to_volume_R10']:.3f} "
+        f"(chance {r['retrieval_chance_R10']:.3f}); volume->report R@5 {r['retrieval_volume_to_report_R5']:.3f}; "
+        f"median rank {r['retrieval_report_to_volume_median_rank']:.1f} of {r['retrieval_gallery_size']:.0f}"
+    )
     assert 0.0 <= z["zero_shot_macro_auroc"] <= 1.0
     assert r["retrieval_chance_R5"] == pytest.approx(5 / r["retrieval_gallery_size"])
     for name in ("zero_shot_roc_curves.png", "retrieval_sheet.png", "retrieval_metrics.json"):

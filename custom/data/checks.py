@@ -46,7 +46,11 @@ class DataError(ValueError):
 
 
 def check_volume_array(
-    array: np.ndarray, source: str, expected_ndim: int = 3, allow_nan: bool = False, min_voxels: int = MIN_SPATIAL_VOXELS
+    array: np.ndarray,
+    source: str,
+    expected_ndim: int = 3,
+    allow_nan: bool = False,
+    min_voxels: int = MIN_SPATIAL_VOXELS,
 ) -> np.ndarray:
     """Check the dimensionality, the size (``min_voxels`` along every axis of a 3D volume) and finiteness of a loaded
     volume; returns it unchanged."""

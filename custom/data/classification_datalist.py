@@ -42,17 +42,23 @@ def read_class_names(datalist: str) -> list[str]:
             if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
                 raise DataError(f"{datalist}: expected '{key}' to hold distinct non-empty class names, found {names}")
             return list(names)
-    raise DataError(f"{datalist}: expected a non-empty 'class_names' or 'finding_names' list, found keys {sorted(content)}")
+    raise DataError(
+        f"{datalist}: expected a non-empty 'class_names' or 'finding_names' list, found keys {sorted(content)}"
+    )
 
 
 def _label_vector(row: dict, where: str, count: int) -> list[float]:
     key = next((k for k in LABEL_KEYS if k in row and not isinstance(row[k], str)), None)
     if key is None:
-        raise DataError(f"{where}: expected a multi-hot '{LABEL_KEYS[0]}' or '{LABEL_KEYS[1]}' list, found keys {sorted(row)}")
+        raise DataError(
+            f"{where}: expected a multi-hot '{LABEL_KEYS[0]}' or '{LABEL_KEYS[1]}' list, found keys {sorted(row)}"
+        )
     vector = row[key]
     if not isinstance(vector, (list, tuple)) or len(vector) != count:
         found = f"length {len(vector)}" if isinstance(vector, (list, tuple)) else type(vector).__name__
-        raise DataError(f"{where} key '{key}': expected a label vector of length {count} (one per class), found {found}")
+        raise DataError(
+            f"{where} key '{key}': expected a label vector of length {count} (one per class), found {found}"
+        )
     if any(v not in (0, 1, True, False) for v in vector):
         raise DataError(f"{where} key '{key}': expected 0/1 entries, found {sorted({str(v) for v in vector})}")
     return [float(v) for v in vector]
@@ -77,7 +83,9 @@ def load_classification_split(
     content = read_json_object(datalist)
     names = read_class_names(datalist)
     if class_names is not None and list(class_names) != names:
-        raise DataError(f"{datalist}: expected the class list {list(class_names)} (config key class_names), found {names}")
+        raise DataError(
+            f"{datalist}: expected the class list {list(class_names)} (config key class_names), found {names}"
+        )
     if split not in content:
         raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
     if not content[split]:
@@ -87,10 +95,15 @@ def load_classification_split(
     for index, row in enumerate(content[split]):
         where = f"{datalist} [{split} #{index}]"
         if not isinstance(row, dict) or "image" not in row:
-            raise DataError(f"{where}: expected a row with an 'image' key, found {row if not isinstance(row, dict) else sorted(row)}")
+            raise DataError(
+                f"{where}: expected a row with an 'image' key, "
+                f"found {row if not isinstance(row, dict) else sorted(row)}"
+            )
         listed = row["image"] if isinstance(row["image"], list) else [row["image"]]  # a list: one file per channel
         if not listed or not all(isinstance(p, str) and p for p in listed):
-            raise DataError(f"{where} key 'image': expected a file path or a list of file paths, found {row['image']!r}")
+            raise DataError(
+                f"{where} key 'image': expected a file path or a list of file paths, found {row['image']!r}"
+            )
         paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in listed]
         for path in paths:
             if not os.path.isfile(path):
@@ -98,7 +111,9 @@ def load_classification_split(
         image = paths if isinstance(row["image"], list) else paths[0]  # the channel count is checked after loading
         vector = _label_vector(row, where, len(names))
         patient = str(row.get("patient_id") or os.path.basename(paths[0]).split(".")[0])
-        rows.append({"image": image, "label": vector, "patient_id": patient, "study_id": str(row.get("study_id", image))})
+        rows.append(
+            {"image": image, "label": vector, "patient_id": patient, "study_id": str(row.get("study_id", image))}
+        )
     if label_fraction < 1.0:  # "label" holds the same multi-hot vector the curation stratifies its files by
         rows = label_fraction_subsets(rows, (label_fraction,), seed, stratify_key="label")[label_fraction]
     return rows

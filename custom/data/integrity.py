@@ -94,8 +94,10 @@ def declared_label_values(datalist: dict, num_classes: int | None) -> list[int] 
 def _check_spacing(affine: np.ndarray, source: str, min_spacing: float, max_spacing: float) -> None:
     spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     if np.any(spacing < min_spacing) or np.any(spacing > max_spacing):
-        raise DataError(f"{source}: expected voxel spacing within [{min_spacing}, {max_spacing}] mm, found "
-                        f"{np.round(spacing, 4).tolist()}")
+        raise DataError(
+            f"{source}: expected voxel spacing within [{min_spacing}, {max_spacing}] mm, found "
+            f"{np.round(spacing, 4).tolist()}"
+        )
 
 
 def _load_image(path: str, min_spacing: float, max_spacing: float, allow_4d: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +125,15 @@ def _check_vector(vector: object, classes: list | None, source: str) -> None:
         raise DataError(f"{source}: expected only 0/1 entries, found {sorted({v for v in vector if v not in (0, 1)})}")
 
 
-def _check_row(row: dict, kind: str, base_dir: str, classes: list | None, label_values: list[int] | None,
-               min_spacing: float, max_spacing: float) -> list[str]:
+def _check_row(
+    row: dict,
+    kind: str,
+    base_dir: str,
+    classes: list | None,
+    label_values: list[int] | None,
+    min_spacing: float,
+    max_spacing: float,
+) -> list[str]:
     """Problems of one row (messages without the row prefix)."""
     problems = []
     images = row.get("image")
@@ -132,8 +141,9 @@ def _check_row(row: dict, kind: str, base_dir: str, classes: list | None, label_
     loaded = None
     if kind in ("pairs", "classification") and isinstance(images, list) and len(images) != 1:
         # single-channel CT: a list is a multi-channel row (the bundles' networks take 1 channel)
-        problems.append(f"image: expected one file path (a single-channel volume), found a list of {len(images)}: "
-                        f"{images[:2]}")
+        problems.append(
+            f"image: expected one file path (a single-channel volume), found a list of {len(images)}: {images[:2]}"
+        )
         image_paths = []
     for image in image_paths:
         if not isinstance(image, str) or not image:
@@ -200,8 +210,10 @@ def verify_datalist(
     base_dir = base_dir or os.path.dirname(os.path.abspath(datalist_path))
     splits = _splits(datalist)
     if not splits:
-        return [f"{datalist_path}: expected at least one non-empty list of rows (e.g. 'training'), "
-                f"found keys {sorted(datalist)}"]
+        return [
+            f"{datalist_path}: expected at least one non-empty list of rows (e.g. 'training'), "
+            f"found keys {sorted(datalist)}"
+        ]
     all_rows = [row for rows in splits.values() for row in rows]
     kind = detect_kind(all_rows) if kind == "auto" else kind
     classes = datalist.get("finding_names") or datalist.get("class_names")
@@ -238,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min_spacing", type=float, default=0.05, help="smallest sane voxel spacing, mm")
     parser.add_argument("--max_spacing", type=float, default=50.0, help="largest sane voxel spacing, mm")
     args = parser.parse_args(argv)
-    problems = verify_datalist(args.datalist, args.kind, args.num_classes, args.base_dir, args.patient_key,
-                               args.min_spacing, args.max_spacing)
+    problems = verify_datalist(
+        args.datalist, args.kind, args.num_classes, args.base_dir, args.patient_key, args.min_spacing, args.max_spacing
+    )
     for problem in problems:
         print(problem)
     if problems:

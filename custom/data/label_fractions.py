@@ -21,12 +21,14 @@ __all__ = ["patient_order", "label_fraction_subsets", "write_label_fraction_data
 
 def _row_labels(row: dict, stratify_key: str) -> list:
     value = row.get(stratify_key, [])
-    if value and all(isinstance(v, (int, float)) for v in value) and set(value) <= {0, 1, 0.0, 1.0}:
+    if value and all(isinstance(v, (int, float)) for v in value) and set(value) <= {0, 1}:
         return [i for i, v in enumerate(value) if v]  # multi-hot vector
     return list(value)
 
 
-def patient_order(rows: Sequence[dict], seed: int, patient_key: str = "patient_id", stratify_key: str | None = None) -> list:
+def patient_order(
+    rows: Sequence[dict], seed: int, patient_key: str = "patient_id", stratify_key: str | None = None
+) -> list:
     """Patients in the order fractions take them (deterministic for ``seed``)."""
     patients = sorted({str(row[patient_key]) for row in rows})
     rng = np.random.default_rng(seed)

@@ -25,7 +25,6 @@ import numpy as np
 
 from custom.data.synthetic_ct import FINDING_NAMES, render_phantom, sample_findings
 from custom.data.synthetic_reports import REPORT_STYLES, write_report
-
 from custom.engines.distributed import main_process_first
 
 __all__ = ["make_synthetic_pairs", "ensure_synthetic_pairs"]
@@ -67,7 +66,9 @@ def make_synthetic_pairs(
         studies = 2 if rng.random() < 0.2 else 1
         for session in range(1, studies + 1):
             findings = sample_findings(rng, abnormal_rate=abnormal_rate)
-            phantom = render_phantom(findings, shape=tuple(shape), spacing=tuple(spacing), seed=int(rng.integers(2**31)))
+            phantom = render_phantom(
+                findings, shape=tuple(shape), spacing=tuple(spacing), seed=int(rng.integers(2**31))
+            )
             study_id = f"SYN{patient:04d}_S{session:02d}"
             image_rel = f"images/{study_id}.nii.gz"
             _save_nifti(phantom.image, phantom.affine, os.path.join(out_dir, image_rel))

@@ -86,8 +86,14 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
             if key not in row:
                 raise DataError(f"{where}: expected key '{key}', found keys {sorted(row)}")
         if not isinstance(row["image"], str):
-            found = f"a list of {len(row['image'])}: {row['image'][:2]}" if isinstance(row["image"], list) else repr(row["image"])
-            raise DataError(f"{where}: 'image': expected one image file path (pre-training is single-channel), found {found}")
+            found = (
+                f"a list of {len(row['image'])}: {row['image'][:2]}"
+                if isinstance(row["image"], list)
+                else repr(row["image"])
+            )
+            raise DataError(
+                f"{where}: 'image': expected one image file path (pre-training is single-channel), found {found}"
+            )
         if "label_vector" in row:
             label_length = label_length if label_length is not None else len(row["label_vector"])
             if len(row["label_vector"]) != label_length:
@@ -108,15 +114,15 @@ class PairsDataset(Dataset):
     """Crops and reports for T3D.
 
     Item: ``image`` ``(K, 1, *crop_size)`` float16 crops at the cached (native) resolution (the trainers and evaluators
-    convert them to float32 on their device: half the bytes through workers and host-to-device copies), ``index`` int, and when
-    the rows have reports: ``report`` str; when every row has one, ``label_vector`` ``(C,)`` float32 (the finding
-    labels TCL's ``"labels"`` report affinity compares). Rows without reports (inference on images only) give
+    convert them to float32 on their device: half the bytes through workers and host-to-device copies), ``index`` int,
+    and when the rows have reports: ``report`` str; when every row has one, ``label_vector`` ``(C,)`` float32 (the
+    finding labels TCL's ``"labels"`` report affinity compares). Rows without reports (inference on images only) give
     images only.
     Training mode draws ``crops_per_volume`` random crops per call, ``sampling="stratified"`` (default: each in a
     different cell of the body's bounding box, anywhere in it or, with ``crop_jitter``, at most that many voxels from
     its centre: :func:`~custom.transforms.subvolume.stratified_crop_origins`) or
-    ``"independent"`` (each centred on a body voxel with probability ``foreground_prob``); with ``eval_grid=n`` it returns the
-    same ``n**3`` grid crops every time (evaluation and retrieval).
+    ``"independent"`` (each centred on a body voxel with probability ``foreground_prob``); with ``eval_grid=n`` it
+    returns the same ``n**3`` grid crops every time (evaluation and retrieval).
     """
 
     def __init__(

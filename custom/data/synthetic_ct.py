@@ -89,7 +89,8 @@ class Finding:
 
 @dataclass
 class Phantom:
-    """A rendered volume: ``image`` (HU, int16), ``organs`` (label ids), ``finding_mask`` (1 + index in FINDING_NAMES)."""
+    """A rendered volume: ``image`` (HU, int16), ``organs`` (label ids), ``finding_mask`` (1 + index in
+    FINDING_NAMES)."""
 
     image: np.ndarray
     organs: np.ndarray

@@ -59,18 +59,12 @@ _POSITIVE: dict[str, tuple[str, ...]] = {
         "Centrilobular emphysema in both upper lobes.",
         "Upper lobe predominant emphysematous changes bilaterally.",
     ),
-    "cardiomegaly": (
-        "The heart is enlarged.",
-        "Cardiomegaly is present.",
-    ),
+    "cardiomegaly": ("The heart is enlarged.", "Cardiomegaly is present."),
     "hepatic lesion": (
         "A {size} mm hypodense lesion is seen in the liver.",
         "Hypoattenuating hepatic lesion measuring {size} mm.",
     ),
-    "renal cyst": (
-        "Simple cyst of {size} mm in the {side} kidney.",
-        "A {size} mm cyst arises from the {side} kidney.",
-    ),
+    "renal cyst": ("Simple cyst of {size} mm in the {side} kidney.", "A {size} mm cyst arises from the {side} kidney."),
 }
 
 _NEGATIVE: dict[str, tuple[str, ...]] = {
@@ -135,11 +129,7 @@ _LONG_POSITIVE: dict[str, tuple[str, ...]] = {
         "Bilateral pleural effusions are present with adjacent compressive atelectasis.",
         "Bilateral pleural effusions layering dependently.",
     ),
-    "cardiomegaly": (
-        "The heart is enlarged.",
-        "Cardiomegaly is present.",
-        "There is enlargement of the heart.",
-    ),
+    "cardiomegaly": ("The heart is enlarged.", "Cardiomegaly is present.", "There is enlargement of the heart."),
     "hepatic lesion": (
         "There is a {measure} hypoattenuating hepatic lesion in the {side} lobe of the liver.",
         "A {measure} hypodense lesion is seen in the liver, in the {side} hepatic lobe.",
@@ -223,6 +213,8 @@ _CLOSING_NORMAL: tuple[str, ...] = (
 #   ("otherwise", names, variants)     when some of names is present
 #   ("always", p, variants)            with probability p
 _LUNG = ("nodule", "mass", "consolidation", "emphysema")
+# (a hand-laid grammar table, one rule per line: the formatter leaves it as written)
+# fmt: off
 _REGIONS: tuple[tuple[str, tuple[tuple, ...]], ...] = (
     ("lungs and airways", (
         ("always", 1.0, (
@@ -394,9 +386,17 @@ _REGIONS: tuple[tuple[str, tuple[tuple, ...]], ...] = (
         )),
     )),
 )
+# fmt: on
 # impression order: most significant first
 _IMPRESSION_ORDER: tuple[str, ...] = (
-    "mass", "consolidation", "pleural effusion", "nodule", "hepatic lesion", "cardiomegaly", "emphysema", "renal cyst",
+    "mass",
+    "consolidation",
+    "pleural effusion",
+    "nodule",
+    "hepatic lesion",
+    "cardiomegaly",
+    "emphysema",
+    "renal cyst",
 )
 
 

@@ -55,14 +55,14 @@ def _atomic_save_npy(path: str, array: np.ndarray) -> None:
 
 class VolumeCache:
     """Args:
-        cache_dir: folder for the cached arrays (created if missing).
-        preprocessing: the shared chain; its fingerprint is part of every key.
-        body_threshold: preprocessed intensity above which a voxel counts as body (0.25 = -500 HU with the
-            default CT window), used to bias crops to the body.
-        max_foreground_points: body voxels kept per volume (a random, seeded subset) to draw crop centres from.
-        max_open: volumes whose memory maps this process keeps open (least recently used closed first). A crop read
-            through a fresh map pays a page fault per 4 KiB page it touches, about as much as the copy itself
-            (``benchmarks/subvolume_loading.py``); each open volume holds two file descriptors.
+    cache_dir: folder for the cached arrays (created if missing).
+    preprocessing: the shared chain; its fingerprint is part of every key.
+    body_threshold: preprocessed intensity above which a voxel counts as body (0.25 = -500 HU with the
+        default CT window), used to bias crops to the body.
+    max_foreground_points: body voxels kept per volume (a random, seeded subset) to draw crop centres from.
+    max_open: volumes whose memory maps this process keeps open (least recently used closed first). A crop read
+        through a fresh map pays a page fault per 4 KiB page it touches, about as much as the copy itself
+        (``benchmarks/subvolume_loading.py``); each open volume holds two file descriptors.
     """
 
     def __init__(
@@ -156,7 +156,10 @@ class VolumeCache:
             self.build(path)
             return self._map(path)
         grid = BodyGrid(
-            points=np.load(fg_path, mmap_mode="r"), low=np.asarray(meta["body_low"]), high=np.asarray(meta["body_high"]),
-            cells=int(meta["body_cells"]), offsets=np.asarray(meta["body_offsets"], dtype=np.int64),
-        )  # fmt: skip
+            points=np.load(fg_path, mmap_mode="r"),
+            low=np.asarray(meta["body_low"]),
+            high=np.asarray(meta["body_high"]),
+            cells=int(meta["body_cells"]),
+            offsets=np.asarray(meta["body_offsets"], dtype=np.int64),
+        )
         return CachedVolume(array=np.load(array_path, mmap_mode="r"), body_grid=grid, affine=np.asarray(meta["affine"]))

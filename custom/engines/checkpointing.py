@@ -82,7 +82,10 @@ class ResumableCheckpoint:
         engine.add_event_handler(Events.COMPLETED, self.save)
 
     def _validation_state(self) -> dict:
-        state = {"best_metric": self.evaluator.state.best_metric, "best_metric_epoch": self.evaluator.state.best_metric_epoch}
+        state = {
+            "best_metric": self.evaluator.state.best_metric,
+            "best_metric_epoch": self.evaluator.state.best_metric_epoch,
+        }
         if self.best_model_saver is not None:
             # MONAI restores the key-metric list with CheckpointSaver.load_state_dict but has no public getter for it
             state["best_model_saver"] = self.best_model_saver._key_metric_checkpoint.state_dict()

@@ -37,7 +37,9 @@ __all__ = ["ClassificationReport", "read_thresholds"]
 def read_thresholds(path: str, class_names: Sequence[str]) -> list[float]:
     """Thresholds from a file written by ``save_thresholds_file``; its classes must be ``class_names``."""
     if not os.path.isfile(path):
-        raise DataError(f"thresholds_file: expected a thresholds JSON written by a validation run, found no file at {path}")
+        raise DataError(
+            f"thresholds_file: expected a thresholds JSON written by a validation run, found no file at {path}"
+        )
     with open(path, encoding="utf-8") as f:
         content = json.load(f)
     if content.get("class_names") != list(class_names):
@@ -108,14 +110,26 @@ class ClassificationReport:
         self.write_report(engine, scores, labels, names)
 
     def write_report(
-        self, engine: Engine, scores: torch.Tensor, labels: torch.Tensor, names: Sequence[str], extra: dict | None = None
+        self,
+        engine: Engine,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        names: Sequence[str],
+        extra: dict | None = None,
     ) -> dict:
         """Score ``(N, C)`` probabilities against ``(N, C)`` labels and write the files (rank 0); returns the report."""
         source = f"{self.split} split"
         thresholds = read_thresholds(self.thresholds_file, self.class_names) if self.thresholds_file else None
         threshold_source = f"chosen on another split ({self.thresholds_file})" if thresholds else None
-        report = classification_report(labels.numpy(), scores.numpy(), self.class_names, thresholds, threshold_source,
-                                       n_bootstrap=self.n_bootstrap, source=source)
+        report = classification_report(
+            labels.numpy(),
+            scores.numpy(),
+            self.class_names,
+            thresholds,
+            threshold_source,
+            n_bootstrap=self.n_bootstrap,
+            source=source,
+        )
         report = {"split": self.split, **(extra or {}), **report}
         self.report = report
         macro = report["macro"]["auroc"]
@@ -129,12 +143,38 @@ class ClassificationReport:
             json.dump(report, f, indent=1)
         with open(out("per_class.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["class", "positives", "negatives", "auroc", "auroc_ci_low", "auroc_ci_high", "auprc",
-                             "auprc_ci_low", "auprc_ci_high", "threshold", "f1", "note"])
+            writer.writerow(
+                [
+                    "class",
+                    "positives",
+                    "negatives",
+                    "auroc",
+                    "auroc_ci_low",
+                    "auroc_ci_high",
+                    "auprc",
+                    "auprc_ci_low",
+                    "auprc_ci_high",
+                    "threshold",
+                    "f1",
+                    "note",
+                ]
+            )
             for e in report["per_class"]:
                 ci_a, ci_p = e.get("auroc_ci", ["", ""]), e.get("auprc_ci", ["", ""])
-                writer.writerow([e["class"], e["positives"], e["negatives"], e["auroc"], *ci_a, e["auprc"], *ci_p,
-                                 e["threshold"], e["f1"], e["note"]])
+                writer.writerow(
+                    [
+                        e["class"],
+                        e["positives"],
+                        e["negatives"],
+                        e["auroc"],
+                        *ci_a,
+                        e["auprc"],
+                        *ci_p,
+                        e["threshold"],
+                        e["f1"],
+                        e["note"],
+                    ]
+                )
         with open(out("predictions.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["image", *[f"p_{n}" for n in self.class_names], *[f"y_{n}" for n in self.class_names]])
@@ -143,10 +183,24 @@ class ClassificationReport:
         if self.save_thresholds_file:
             os.makedirs(os.path.dirname(os.path.abspath(self.save_thresholds_file)), exist_ok=True)
             with open(self.save_thresholds_file, "w", encoding="utf-8") as f:
-                json.dump({"class_names": self.class_names, "thresholds": report["thresholds"],
-                           "chosen_on": self.split, "rule": "F1-maximising, predict positive when p >= threshold"}, f, indent=1)
+                json.dump(
+                    {
+                        "class_names": self.class_names,
+                        "thresholds": report["thresholds"],
+                        "chosen_on": self.split,
+                        "rule": "F1-maximising, predict positive when p >= threshold",
+                    },
+                    f,
+                    indent=1,
+                )
         if self.figure:
-            plot_roc_curves(labels.numpy(), scores.numpy(), self.class_names, out("roc_curves.png"), self.roc_classes,
-                            title=f"{'zero-shot' if self.prefix.startswith('zero_shot') else 'classification'} ROC, "
-                                  f"{self.split} split, macro AUROC {macro:.3f}")
+            plot_roc_curves(
+                labels.numpy(),
+                scores.numpy(),
+                self.class_names,
+                out("roc_curves.png"),
+                self.roc_classes,
+                title=f"{'zero-shot' if self.prefix.startswith('zero_shot') else 'classification'} ROC, "
+                f"{self.split} split, macro AUROC {macro:.3f}",
+            )
         return report

@@ -9,7 +9,15 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "distributed_device", "wrap_ddp", "is_main_process", "main_process_first", "preparation_stage", "handlers_for_rank"]
+__all__ = [
+    "init_distributed",
+    "distributed_device",
+    "wrap_ddp",
+    "is_main_process",
+    "main_process_first",
+    "preparation_stage",
+    "handlers_for_rank",
+]
 
 
 def init_distributed() -> None:

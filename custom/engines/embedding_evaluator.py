@@ -64,7 +64,7 @@ class EmbeddingEvaluator(Evaluator):
         )
         self.network = network
 
-    def _iteration(self, engine: "EmbeddingEvaluator", batchdata: dict) -> dict:
+    def _iteration(self, engine: EmbeddingEvaluator, batchdata: dict) -> dict:
         model = unwrap(engine.network)
         model.eval()
         crops = batchdata["image"].to(engine.state.device, torch.float32)  # float16 from the loader

@@ -1,4 +1,5 @@
-"""Handler that saves the volume embeddings an ``EmbeddingEvaluator`` produced (inference of the pre-trained encoder)."""
+"""Handler that saves the volume embeddings an ``EmbeddingEvaluator`` produced (inference of the pre-trained
+encoder)."""
 
 from __future__ import annotations
 

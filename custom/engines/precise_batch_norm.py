@@ -1,4 +1,5 @@
-"""Precise batch-norm statistics: recompute the running mean/variance of every batch-norm layer for the final weights."""
+"""Precise batch-norm statistics: recompute the running mean/variance of every batch-norm layer for the final
+weights."""
 
 from __future__ import annotations
 

@@ -49,11 +49,16 @@ class ProbabilityWriter:
         for item in output if isinstance(output, list) else [output]:
             probabilities = torch.as_tensor(item["pred"]).detach().float().cpu().reshape(-1).tolist()
             if len(probabilities) != len(self.class_names):
-                raise ValueError(f"ProbabilityWriter: expected {len(self.class_names)} probabilities (class_names), "
-                                 f"found {len(probabilities)}")
+                raise ValueError(
+                    f"ProbabilityWriter: expected {len(self.class_names)} probabilities (class_names), "
+                    f"found {len(probabilities)}"
+                )
             image = _filename(item, f"volume{len(self.rows)}")
-            document = {"image": image, "class_names": self.class_names,
-                        "probabilities": dict(zip(self.class_names, probabilities))}
+            document = {
+                "image": image,
+                "class_names": self.class_names,
+                "probabilities": dict(zip(self.class_names, probabilities)),
+            }
             if thresholds is not None:
                 document["thresholds"] = dict(zip(self.class_names, thresholds))
                 document["positive"] = [n for n, p, t in zip(self.class_names, probabilities, thresholds) if p >= t]

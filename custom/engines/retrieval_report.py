@@ -5,8 +5,8 @@ every volume's embedding and its report's embedding (in dataset order, by the it
 ``retrieval_metrics.json`` (:func:`custom.evaluation.retrieval.retrieval_metrics`: report->volume and
 volume->report Recall@1/5/10, median ranks, the chance levels k/N, the gallery size) and ``retrieval_sheet.png``
 (:func:`custom.evaluation.figures.plot_retrieval_sheet`: the first ``sheet_queries`` reports, each with its top-3
-volumes as mid-slice thumbnails, the true volume marked where it is among them and always shown last with its rank). Every metric also goes into ``engine.state.metrics``
-with a ``retrieval_`` prefix.
+volumes as mid-slice thumbnails, the true volume marked where it is among them and always shown last with its rank).
+Every metric also goes into ``engine.state.metrics`` with a ``retrieval_`` prefix.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class RetrievalReport(EmbeddingCollector):
 
     def finish(self, engine: Engine, indices: list[int], images: torch.Tensor, texts: torch.Tensor | None) -> None:
         if texts is None:
-            raise ValueError("RetrievalReport: expected report embeddings (a split whose rows have 'report'), found none")
+            raise ValueError(
+                "RetrievalReport: expected report embeddings (a split whose rows have 'report'), found none"
+            )
         dataset_index = indices
         metrics = retrieval_metrics(images, texts, self.ks)
         metrics["gallery_size"] = len(dataset_index)
@@ -70,8 +72,13 @@ class RetrievalReport(EmbeddingCollector):
         shown = sorted({v for r in ranked for v in r} | set(queries))
         thumbnails = {v: self._thumbnail(dataset_index[v]) for v in shown}
         plot_retrieval_sheet(
-            [self.rows[dataset_index[q]]["report"] for q in queries], ranked, queries, true_rank,
-            [thumbnails.get(v) for v in range(len(dataset_index))], os.path.join(self.output_dir, "retrieval_sheet.png"),
-            self.top_k, title=f"report -> volume retrieval (gallery {len(dataset_index)}, "
-                              f"R@1 {metrics['report_to_volume_R1']:.2f}, chance {metrics['chance_R1']:.2f})",
+            [self.rows[dataset_index[q]]["report"] for q in queries],
+            ranked,
+            queries,
+            true_rank,
+            [thumbnails.get(v) for v in range(len(dataset_index))],
+            os.path.join(self.output_dir, "retrieval_sheet.png"),
+            self.top_k,
+            title=f"report -> volume retrieval (gallery {len(dataset_index)}, "
+            f"R@1 {metrics['report_to_volume_R1']:.2f}, chance {metrics['chance_R1']:.2f})",
         )

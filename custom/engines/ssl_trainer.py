@@ -101,13 +101,17 @@ class ImageSSLTrainer(T3DTrainer):
         loss = self.restoration_loss(self.network(corrupted).reconstruction, crops, mask)
         return {"loss": loss, "restoration": loss}
 
-    def _iteration(self, engine: "ImageSSLTrainer", batchdata: dict) -> list[dict]:
+    def _iteration(self, engine: ImageSSLTrainer, batchdata: dict) -> list[dict]:
         crops = batchdata["image"].to(engine.state.device, torch.float32, non_blocking=True).flatten(0, 1)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(crops.device.type, dtype=engine.amp_dtype, enabled=engine.amp):
             terms = engine._ssl_swin(crops) if engine.method == "ssl_swin" else engine._restoration_only(crops)
-        check_finite_loss(terms["loss"], engine.state.iteration, batch_sources(batchdata, getattr(engine.data_loader, "dataset", None)))
+        check_finite_loss(
+            terms["loss"],
+            engine.state.iteration,
+            batch_sources(batchdata, getattr(engine.data_loader, "dataset", None)),
+        )
         terms["loss"].backward()
         if engine.gradient_clip:
             torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.gradient_clip)

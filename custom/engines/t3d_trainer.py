@@ -58,10 +58,11 @@ class T3DTrainer(Trainer):
 
     A zero weight skips that branch's forward pass (the paper's ablations). ``amp`` uses autocast with
     ``amp_dtype`` (bfloat16 needs no loss scaling; float16 gets a GradScaler). ``state.output`` is ``[terms]``, a dict
-    of the floats ``loss``, ``tcl``, ``tir``, ``temperature`` (read it with ``step_terms``). ``progress_bar`` (default: when stdout is a terminal) shows a tqdm
-    bar per epoch with the current losses. ``precise_bn_batches`` > 0 recomputes the batch-norm running statistics
-    over that many training batches every ``precise_bn_every`` epochs and after the last one
-    (:func:`recompute_batch_norm_statistics`), before any validation or checkpoint of that epoch.
+    of the floats ``loss``, ``tcl``, ``tir``, ``temperature`` (read it with ``step_terms``). ``progress_bar``
+    (default: when stdout is a terminal) shows a tqdm bar per epoch with the current losses.
+    ``precise_bn_batches`` > 0 recomputes the batch-norm running statistics over that many training batches every
+    ``precise_bn_every`` epochs and after the last one (:func:`recompute_batch_norm_statistics`), before any
+    validation or checkpoint of that epoch.
     ``positives`` in the step's terms is the fraction of different-report pairs TCL treated as positives; above
     ``max_positive_fraction`` the targets approach uniform (where a collapsed embedding is optimal) and a warning
     names the step (the first time, then a count at each epoch end).
@@ -106,7 +107,9 @@ class T3DTrainer(Trainer):
         )
         if precise_bn_batches > 0:
             # registered before the handlers, so validation and the checkpoint written at the same epoch end see it
-            self.add_event_handler(Events.EPOCH_COMPLETED, self._precise_batch_norm, precise_bn_batches, precise_bn_every)
+            self.add_event_handler(
+                Events.EPOCH_COMPLETED, self._precise_batch_norm, precise_bn_batches, precise_bn_every
+            )
         if train_handlers:
             self._register_handlers(ensure_tuple(train_handlers))
         sampler = getattr(train_data_loader, "sampler", None)
@@ -128,12 +131,14 @@ class T3DTrainer(Trainer):
         if progress_bar if progress_bar is not None else sys.stdout.isatty():
             ProgressBar(persist=False).attach(self, output_transform=loss_terms)
 
-    def _precise_batch_norm(self, engine: "T3DTrainer", num_batches: int, every: int) -> None:
+    def _precise_batch_norm(self, engine: T3DTrainer, num_batches: int, every: int) -> None:
         epoch = engine.state.epoch
         if epoch % every and epoch != engine.state.max_epochs:
             return
         network = unwrap(engine.network)  # DDP would all-reduce gradients that are never computed here
-        recompute_batch_norm_statistics(network, engine.data_loader, lambda batch: self._forward(network, batch), num_batches)
+        recompute_batch_norm_statistics(
+            network, engine.data_loader, lambda batch: self._forward(network, batch), num_batches
+        )
 
     def _check_positive_fraction(self, fraction: float) -> None:
         if fraction <= self.max_positive_fraction:
@@ -146,7 +151,7 @@ class T3DTrainer(Trainer):
             )
         self._steps_over_positive_bound += 1
 
-    def _report_positive_fraction(self, engine: "T3DTrainer") -> None:
+    def _report_positive_fraction(self, engine: T3DTrainer) -> None:
         if self._steps_over_positive_bound:
             logger.warning(
                 f"TCL: epoch {engine.state.epoch}: {self._steps_over_positive_bound} step(s) so far with more than "
@@ -164,7 +169,7 @@ class T3DTrainer(Trainer):
             out = network(crops if self.tcl_weight else None, corrupted, list(batchdata["report"]), crop_to_report)
         return out, crops, mask, crop_to_report
 
-    def _iteration(self, engine: "T3DTrainer", batchdata: dict) -> list[dict]:
+    def _iteration(self, engine: T3DTrainer, batchdata: dict) -> list[dict]:
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         out, crops, mask, crop_to_report = engine._forward(engine.network, batchdata)
@@ -178,7 +183,9 @@ class T3DTrainer(Trainer):
         with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
             tir = engine.tir_loss(out.restored, crops, mask) if engine.tir_weight else zero
         loss = engine.tcl_weight * tcl + engine.tir_weight * tir.float()
-        check_finite_loss(loss, engine.state.iteration, batch_sources(batchdata, getattr(engine.data_loader, "dataset", None)))
+        check_finite_loss(
+            loss, engine.state.iteration, batch_sources(batchdata, getattr(engine.data_loader, "dataset", None))
+        )
         scaler = engine.scaler if engine.amp and engine.amp_dtype == torch.float16 and device_type == "cuda" else None
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -20,7 +20,9 @@ class TrainingCurves:
     evaluation. At each epoch end it rewrites ``<output_dir>/loss_history.json`` and ``loss_curves.png``; at the
     end it logs each loss's first-epoch and last-epoch mean. The history survives a resume (it is reloaded)."""
 
-    def __init__(self, output_dir: str, keys: tuple[str, ...] = ("loss", "tcl", "tir"), evaluator: Engine | None = None) -> None:
+    def __init__(
+        self, output_dir: str, keys: tuple[str, ...] = ("loss", "tcl", "tir"), evaluator: Engine | None = None
+    ) -> None:
         self.output_dir = output_dir
         self.keys = keys
         self.evaluator = evaluator

@@ -21,8 +21,8 @@ from ignite.engine import Engine
 from custom.data.checks import DataError
 from custom.engines.classification_report import ClassificationReport
 from custom.engines.embedding_collector import EmbeddingCollector
-from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.evaluation.zero_shot import class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
+from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.weights.checkpoint import unwrap
 
 __all__ = ["ZeroShotClassification"]
@@ -48,12 +48,20 @@ class ZeroShotClassification(EmbeddingCollector):
             vector = row.get(label_key)
             if not isinstance(vector, (list, tuple)) or len(vector) != len(self.class_names):
                 found = f"length {len(vector)}" if isinstance(vector, (list, tuple)) else repr(vector)
-                raise DataError(f"{split} row #{index} ({row.get('image', '?')}) key '{label_key}': expected a label "
-                                f"vector of length {len(self.class_names)} (class_names), found {found}")
+                raise DataError(
+                    f"{split} row #{index} ({row.get('image', '?')}) key '{label_key}': expected a label "
+                    f"vector of length {len(self.class_names)} (class_names), found {found}"
+                )
             self.labels.append([float(v) for v in vector])
-        self.writer = ClassificationReport(output_dir, self.class_names, split, prefix="zero_shot_",
-                                           n_bootstrap=n_bootstrap, roc_classes=roc_classes,
-                                           metric_name="zero_shot_macro_auroc")
+        self.writer = ClassificationReport(
+            output_dir,
+            self.class_names,
+            split,
+            prefix="zero_shot_",
+            n_bootstrap=n_bootstrap,
+            roc_classes=roc_classes,
+            metric_name="zero_shot_macro_auroc",
+        )
         self.report: dict | None = None
 
     @torch.no_grad()
@@ -64,6 +72,10 @@ class ZeroShotClassification(EmbeddingCollector):
         scale = float(model.logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp())
         probabilities = zero_shot_probabilities(images, positive.cpu(), negative.cpu(), scale)
         labels = torch.tensor([self.labels[i] for i in indices])
-        extra = {"prompt_file": self.prompt_set.path, "prompt_version": self.prompt_set.version,
-                 "classes_with_default_prompts": self.prompt_set.from_defaults, "logit_scale": scale}
+        extra = {
+            "prompt_file": self.prompt_set.path,
+            "prompt_version": self.prompt_set.version,
+            "classes_with_default_prompts": self.prompt_set.from_defaults,
+            "logit_scale": scale,
+        }
         self.report = self.writer.write_report(engine, probabilities, labels, [self.images[i] for i in indices], extra)

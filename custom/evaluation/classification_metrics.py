@@ -144,18 +144,23 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def check_label_matrix(y_true, y_score, class_names: Sequence[str], source: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+def check_label_matrix(
+    y_true, y_score, class_names: Sequence[str], source: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
     """``(N, C)`` float arrays; one-line :class:`DataError` when a shape does not match ``len(class_names)``."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_score = np.asarray(y_score, dtype=np.float64)
     count = len(class_names)
     for name, array in (("label", y_true), ("prediction", y_score)):
         if array.ndim != 2 or array.shape[1] != count:
-            raise DataError(f"{source}: expected {name} vectors of length {count} (one per class), found shape "
-                            f"{tuple(array.shape)}")
+            raise DataError(
+                f"{source}: expected {name} vectors of length {count} (one per class), found shape {tuple(array.shape)}"
+            )
     if y_true.shape[0] != y_score.shape[0]:
-        raise DataError(f"{source}: expected one prediction per label row, found {y_score.shape[0]} predictions for "
-                        f"{y_true.shape[0]} rows")
+        raise DataError(
+            f"{source}: expected one prediction per label row, found {y_score.shape[0]} predictions for "
+            f"{y_true.shape[0]} rows"
+        )
     if y_true.shape[0] == 0:
         raise DataError(f"{source}: expected at least one study to score, found none")
     return y_true, y_score
@@ -233,7 +238,9 @@ def classification_report(
     }
     if n_bootstrap:
         macro["auroc_ci"] = list(bootstrap_ci(y_true, y_score, _macro(roc_auc), n_bootstrap, confidence, seed))
-        macro["auprc_ci"] = list(bootstrap_ci(y_true, y_score, _macro(average_precision), n_bootstrap, confidence, seed))
+        macro["auprc_ci"] = list(
+            bootstrap_ci(y_true, y_score, _macro(average_precision), n_bootstrap, confidence, seed)
+        )
     return {
         "studies": int(y_true.shape[0]),
         "macro": macro,

@@ -37,7 +37,11 @@ def plot_roc_curves(
     figure, axis = plt.subplots(figsize=(5, 5))
     for c in order:
         fpr, tpr, _ = roc_curve(y_true[:, c], y_score[:, c])
-        axis.plot(fpr, tpr, label=f"{class_names[c]} (n+={int(positives[c])}, AUROC {roc_auc(y_true[:, c], y_score[:, c]):.2f})")
+        axis.plot(
+            fpr,
+            tpr,
+            label=f"{class_names[c]} (n+={int(positives[c])}, AUROC {roc_auc(y_true[:, c], y_score[:, c]):.2f})",
+        )
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
     unscored = [class_names[c] for c in range(len(class_names)) if positives[c] in (0, y_true.shape[0])]
     axis.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
@@ -83,7 +87,11 @@ def plot_retrieval_sheet(
             axis.set_yticks([])
             axis.imshow(thumbnails[index], cmap="gray")
             hit = index == truth
-            label = f"true volume {index}, rank {rank}" if k is None else f"#{k + 1}: volume {index}" + (" TRUE" if hit else "")
+            label = (
+                f"true volume {index}, rank {rank}"
+                if k is None
+                else f"#{k + 1}: volume {index}" + (" TRUE" if hit else "")
+            )
             axis.set_title(label, fontsize=7, color="green" if hit else "black")
             for spine in axis.spines.values():
                 spine.set_edgecolor("green" if hit else "lightgray")

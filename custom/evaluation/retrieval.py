@@ -22,7 +22,10 @@ def retrieval_metrics(
     similarity = image_embeddings.float() @ text_embeddings.float().T  # (volumes, reports)
     count = similarity.shape[0]
     results: dict[str, float] = {}
-    for name, ranks in (("report_to_volume", retrieval_ranks(similarity.T)), ("volume_to_report", retrieval_ranks(similarity))):
+    for name, ranks in (
+        ("report_to_volume", retrieval_ranks(similarity.T)),
+        ("volume_to_report", retrieval_ranks(similarity)),
+    ):
         for k in ks:
             results[f"{name}_R{k}"] = float((ranks <= k).float().mean())
         results[f"{name}_median_rank"] = float(ranks.float().median())

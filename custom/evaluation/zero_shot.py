@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from custom.data.checks import DataError
-from custom.data.checks import read_json_object
+from custom.data.checks import DataError, read_json_object
 
 __all__ = ["PROMPTS_DIR", "PromptSet", "load_prompt_set", "class_prompt_embeddings", "zero_shot_probabilities"]
 
@@ -73,14 +72,21 @@ def load_prompt_set(path: str, class_names: Sequence[str]) -> PromptSet:
             where = f"{path} key 'classes.{name}"
             if not isinstance(entry, dict):
                 raise DataError(f"{where}': expected {{'positive': [...], 'negative': [...]}}, found {entry!r}")
-            prompts[name] = (_phrasings(entry.get("positive"), where + ".positive'"),
-                             _phrasings(entry.get("negative"), where + ".negative'"))
+            prompts[name] = (
+                _phrasings(entry.get("positive"), where + ".positive'"),
+                _phrasings(entry.get("negative"), where + ".negative'"),
+            )
         else:
             if not defaults:
-                raise DataError(f"{path}: expected phrasings for class '{name}' (under 'classes' or 'defaults'), found none")
+                raise DataError(
+                    f"{path}: expected phrasings for class '{name}' (under 'classes' or 'defaults'), found none"
+                )
             positive = _phrasings(defaults.get("positive"), f"{path} key 'defaults.positive'")
             negative = _phrasings(defaults.get("negative"), f"{path} key 'defaults.negative'")
-            prompts[name] = ([p.replace("{name}", name) for p in positive], [n.replace("{name}", name) for n in negative])
+            prompts[name] = (
+                [p.replace("{name}", name) for p in positive],
+                [n.replace("{name}", name) for n in negative],
+            )
             from_defaults.append(name)
     return PromptSet(path, str(content["version"]), names, prompts, from_defaults)
 

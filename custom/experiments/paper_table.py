@@ -153,7 +153,9 @@ def segmentation_metrics(evaluator) -> tuple[dict, dict]:
 
     mean = float(evaluator.state.metrics["val_mean_dice"])
     details = evaluator.state.metric_details.get("val_mean_dice")
-    per_class = torch.nanmean(torch.as_tensor(details, dtype=torch.float64), dim=0).tolist() if details is not None else []
+    per_class = (
+        torch.nanmean(torch.as_tensor(details, dtype=torch.float64), dim=0).tolist() if details is not None else []
+    )
     metrics = {"mean_dice": mean}
     if len(per_class) == 3:
         metrics.update(tc=per_class[0], wt=per_class[1], et=per_class[2])
@@ -218,7 +220,9 @@ class Protocol:
             if "pretrain_epoch_length" in self.spec:
                 overrides["epoch_length"] = self.spec["pretrain_epoch_length"]
             if row.toy_overrides is not None:
-                overrides.update({k: v.format(work=self.work) if isinstance(v, str) else v for k, v in row.toy_overrides.items()})
+                overrides.update(
+                    {k: v.format(work=self.work) if isinstance(v, str) else v for k, v in row.toy_overrides.items()}
+                )
             else:
                 configs += list(row.overlays)
         else:
@@ -240,7 +244,8 @@ class Protocol:
         return dict(parser.get_parsed_content("image_backbone", instantiate=False).get_config())
 
     def downstream_network(self, row: Row, bundle: str) -> dict:
-        """``network_def`` of a segmentation fine-tune: the MONAI network of the pre-training backbone's architecture."""
+        """``network_def`` of a segmentation fine-tune: the MONAI network of the pre-training backbone's
+        architecture."""
         backbone = self.pretrain_backbone(row)
         common = {"in_channels": "@in_channels", "out_channels": "@num_classes"}
         target = str(backbone["_target_"])
@@ -248,7 +253,12 @@ class Protocol:
             features = backbone.get("features", [32, 32, 64, 128, 256, 32])
             return {"_target_": "BasicUNet", "spatial_dims": 3, "features": list(features), **common}
         if target.endswith("SwinUNETRBackbone"):
-            return {"_target_": "SwinUNETR", "feature_size": backbone.get("feature_size", 48), "use_checkpoint": True, **common}
+            return {
+                "_target_": "SwinUNETR",
+                "feature_size": backbone.get("feature_size", 48),
+                "use_checkpoint": True,
+                **common,
+            }
         raise ValueError(f"{bundle}: no downstream network known for pre-training backbone {target}")
 
     def finetune_config(self, run: dict, weights: str | None) -> tuple[list[str], dict]:
@@ -270,16 +280,24 @@ class Protocol:
             overrides["dataset_dir"] = self.data_dirs[bundle.name]
         if self.scale == "toy":
             # the classification labels come from the pre-training studies' findings (BIMCV in the paper): same set
-            shared = self.pretrain_config(self.row("t3d"))[1]["dataset_dir"] if bundle.task == "classification" else None
+            shared = (
+                self.pretrain_config(self.row("t3d"))[1]["dataset_dir"] if bundle.task == "classification" else None
+            )
             overrides.setdefault("dataset_dir", shared or os.path.join(self.work, "data", bundle.name))
             if bundle.toy_datalist:
                 overrides["datalist"] = bundle.toy_datalist.format(cases=self.spec["miniature_cases"])
             iterations = self.spec["finetune_iterations"]
-            overrides.update({"max_epochs": 1, "val_interval": 1, "train#trainer#epoch_length": iterations, "num_workers": 0})
+            overrides.update(
+                {"max_epochs": 1, "val_interval": 1, "train#trainer#epoch_length": iterations, "num_workers": 0}
+            )
         return list(self.spec["finetune_configs"]), overrides
 
     def weights_of(self, row_name: str) -> str | None:
-        return os.path.join(self.pretrain_dir(row_name), "models", "image_encoder.pt") if self.row(row_name).pretrain else None
+        return (
+            os.path.join(self.pretrain_dir(row_name), "models", "image_encoder.pt")
+            if self.row(row_name).pretrain
+            else None
+        )
 
     # ---- execution ------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -290,7 +308,8 @@ class Protocol:
             with open(path, encoding="utf-8") as f:
                 earlier = json.load(f)
             same = lambda plan: json.dumps(  # noqa: E731
-                [plan["scale"], {k: v for k, v in plan["budget"].items() if k not in ("seeds", "fractions")}], sort_keys=True
+                [plan["scale"], {k: v for k, v in plan["budget"].items() if k not in ("seeds", "fractions")}],
+                sort_keys=True,
             )
             if same(earlier) != same(self.plan):
                 raise SystemExit(
@@ -329,7 +348,9 @@ class Protocol:
         elapsed, cpu = time.time() - start, time.process_time() - cpu_start
         content = {
             "row": row_name,
-            "command": _cli_command(PRETRAIN_BUNDLE, configs, {"bundle_root": self.pretrain_dir(row_name), **overrides}),
+            "command": _cli_command(
+                PRETRAIN_BUNDLE, configs, {"bundle_root": self.pretrain_dir(row_name), **overrides}
+            ),
             "config": {"files": configs, "overrides": overrides},
             "steps": steps,
             "elapsed_s": round(elapsed, 1),
@@ -346,7 +367,8 @@ class Protocol:
         weights = self.weights_of(run["row"])
         if weights is not None and not os.path.isfile(weights):
             raise FileNotFoundError(
-                f"{run['run_id']}: pre-trained weights {weights} not found (pre-training of row {run['row']} not finished)"
+                f"{run['run_id']}: pre-trained weights {weights} not found "
+                f"(pre-training of row {run['row']} not finished)"
             )
         run_dir = os.path.join(self.work, "finetune", run["run_id"])
         shutil.rmtree(run_dir, ignore_errors=True)  # a fine-tune does not resume: start an interrupted one afresh
@@ -364,10 +386,18 @@ class Protocol:
             workflow.finalize()
         elapsed, cpu = time.time() - start, time.process_time() - cpu_start
         write_result(
-            self.out_dir, run, metrics, _cli_command(bundle.name, configs, overrides),
-            {"files": configs, "overrides": overrides}, details=details, iterations=iterations,
-            elapsed_s=round(elapsed, 1), cpu_s=round(cpu, 1), scale=self.scale, pretrain=self._pretrain_record(run["row"]),
-        )  # fmt: skip
+            self.out_dir,
+            run,
+            metrics,
+            _cli_command(bundle.name, configs, overrides),
+            {"files": configs, "overrides": overrides},
+            details=details,
+            iterations=iterations,
+            elapsed_s=round(elapsed, 1),
+            cpu_s=round(cpu, 1),
+            scale=self.scale,
+            pretrain=self._pretrain_record(run["row"]),
+        )
         return f"{elapsed:.1f} s ({cpu:.1f} s CPU), " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 
     def _pretrain_record(self, row_name: str) -> dict | None:
@@ -486,8 +516,10 @@ def _text_encoder_problems(parser, where: str) -> list[str]:
                 return []
         except Exception:  # noqa: BLE001 - no hub library or a malformed id: treat as not cached
             pass
-    return [f"{where}: text encoder {name!r} is neither a local folder nor in the Hugging Face cache "
-            f"(--pretrain_override [ROW:]text_encoder_name=DIR)"]
+    return [
+        f"{where}: text encoder {name!r} is neither a local folder nor in the Hugging Face cache "
+        f"(--pretrain_override [ROW:]text_encoder_name=DIR)"
+    ]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -496,14 +528,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=None, help="fine-tune seeds per cell (default: the scale's, 3)")
     p.add_argument("--out", default="results", help="results folder (plan.json, runs/, work/, logs/, tables, plots)")
     p.add_argument("--dry_run", action="store_true", help="resolve every config and check data; run nothing")
-    p.add_argument("--table_only", action="store_true", help="only build the table/plots from --out (refuses if incomplete)")
-    p.add_argument("--readme", default=None, help="also write the table into this README's Results block (between markers)")
+    p.add_argument(
+        "--table_only", action="store_true", help="only build the table/plots from --out (refuses if incomplete)"
+    )
+    p.add_argument(
+        "--readme", default=None, help="also write the table into this README's Results block (between markers)"
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (each runs one job at a time)")
     p.add_argument("--data_dir", action="append", metavar="BUNDLE=DIR", help="dataset_dir of a bundle (repeatable)")
-    p.add_argument("--pretrain_override", action="append", metavar="[ROW:]KEY=VALUE",
-                   help="pre-training config override: every row (except one whose overlay sets KEY), or ROW only")
+    p.add_argument(
+        "--pretrain_override",
+        action="append",
+        metavar="[ROW:]KEY=VALUE",
+        help="pre-training config override: every row (except one whose overlay sets KEY), or ROW only",
+    )
     p.add_argument("--rows", default=None, help="comma-separated subset of rows (default: all)")
-    p.add_argument("--bundles", default=None, help="comma-separated subset of downstream bundles (default: all present)")
+    p.add_argument(
+        "--bundles", default=None, help="comma-separated subset of downstream bundles (default: all present)"
+    )
     p.add_argument("--fractions", default=None, help="comma-separated label fractions (default: 0.01,0.1,1.0)")
     p.add_argument("--finetune_iterations", type=int, default=None, help="toy: iterations per fine-tune (default 30)")
     p.add_argument("--pretrain_epochs", type=int, default=None, help="toy: pre-training epochs (default 2 x 30 steps)")
@@ -518,7 +560,11 @@ def _protocol(args: argparse.Namespace) -> Protocol:
         budget["finetune_iterations"] = args.finetune_iterations
     if args.pretrain_epochs:
         epochs = args.pretrain_epochs
-        budget["pretrain_overrides"] = {**SCALES[args.scale]["pretrain_overrides"], "max_epochs": epochs, "val_interval": epochs}
+        budget["pretrain_overrides"] = {
+            **SCALES[args.scale]["pretrain_overrides"],
+            "max_epochs": epochs,
+            "val_interval": epochs,
+        }
     if args.pretrain_epoch_length:
         budget["pretrain_epoch_length"] = args.pretrain_epoch_length
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
@@ -548,8 +594,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"dry run ({args.scale}): {len(checked)} configs resolve and their data is present: {', '.join(checked)}")
         return 0
-    print(f"plan: {len(protocol.plan['rows'])} rows x {len(protocol.plan['bundles'])} bundles x "
-          f"{len(protocol.plan['fractions'])} fractions x {protocol.plan['seeds']} seeds = {len(protocol.plan['runs'])} fine-tunes")
+    print(
+        f"plan: {len(protocol.plan['rows'])} rows x {len(protocol.plan['bundles'])} bundles x "
+        f"{len(protocol.plan['fractions'])} fractions x {protocol.plan['seeds']} seeds = "
+        f"{len(protocol.plan['runs'])} fine-tunes"
+    )
     for name, why in {**protocol.plan["skipped_rows"], **protocol.plan["skipped_bundles"]}.items():
         print(f"skipped {name}: {why}")
     start = time.time()

@@ -93,7 +93,9 @@ _MINIATURE = "$custom.data.seg_datasets.{}(@dataset_dir, {{cases}})"
 BUNDLES: tuple[Bundle, ...] = (
     Bundle("t3d_btcv_seg", "BTCV", ("mean_dice",), toy_datalist=_MINIATURE.format("btcv.ensure_miniature")),
     Bundle("t3d_msd_lung", "MSD lung", ("mean_dice",), toy_datalist=_MINIATURE.format("msd.ensure_lung_miniature")),
-    Bundle("t3d_brats", "BraTS", ("mean_dice", "tc", "wt", "et"), toy_datalist=_MINIATURE.format("brats.ensure_miniature")),
+    Bundle(
+        "t3d_brats", "BraTS", ("mean_dice", "tc", "wt", "et"), toy_datalist=_MINIATURE.format("brats.ensure_miniature")
+    ),
     Bundle("t3d_bimcv_cls", "BIMCV classification", ("macro_auroc",), task="classification"),
 )
 

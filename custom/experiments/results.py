@@ -221,7 +221,8 @@ def markdown_table(plan: dict, results: list[dict], out_dir: str | None = None) 
     timing = read_timing(out_dir) if out_dir else None
     if timing:
         lines += [
-            f"Wall time: {timing['total_wall_s'] / 60:.1f} min end to end (pre-training {timing['pretrain_wall_s']:.0f} s, "
+            f"Wall time: {timing['total_wall_s'] / 60:.1f} min end to end "
+            f"(pre-training {timing['pretrain_wall_s']:.0f} s, "
             f"fine-tuning {timing['finetune_wall_s']:.0f} s) on {timing['cpu_count']} CPU cores, {timing['jobs']} "
             f"worker process(es), {timing['finished_utc']}.",
             "",
@@ -231,7 +232,9 @@ def markdown_table(plan: dict, results: list[dict], out_dir: str | None = None) 
         lines.append("| pre-training | " + " | ".join(c.label for c in COLUMNS) + " |")
         lines.append("|---|" + "---|" * len(COLUMNS))
         for row in plan["rows"]:
-            values = [cells.get((row["name"], c.label, float(fraction))) if c.bundle in bundles else None for c in COLUMNS]
+            values = [
+                cells.get((row["name"], c.label, float(fraction))) if c.bundle in bundles else None for c in COLUMNS
+            ]
             lines.append(f"| {row['label']} | " + " | ".join(_cell(v) for v in values) + " |")
         lines.append("")
     lines += ordering_check(plan, cells)
@@ -270,7 +273,13 @@ def plot_results(plan: dict, results: list[dict], plot_dir: str) -> list[str]:
             ax.plot(x, means, marker="o", color=color, label=row["name"])
             ax.fill_between(x, means - stds, means + stds, color=color, alpha=0.12)
             for xi, values in zip(x, series):
-                ax.scatter([xi * (1 + 0.04 * (index - len(plan["rows"]) / 2))] * len(values), values, s=9, color=color, alpha=0.6)
+                ax.scatter(
+                    [xi * (1 + 0.04 * (index - len(plan["rows"]) / 2))] * len(values),
+                    values,
+                    s=9,
+                    color=color,
+                    alpha=0.6,
+                )
         ax.set_xscale("log")
         ax.set_xticks([f * 100 for f in fractions], [f"{f * 100:g} %" for f in fractions])
         ax.set_xlabel("training labels used")
@@ -302,7 +311,11 @@ def readme_section(out_dir: str, link_root: str) -> str:
     plots = sorted(os.listdir(os.path.join(out_dir, "plots"))) if os.path.isdir(os.path.join(out_dir, "plots")) else []
     body = markdown_table(plan, results, out_dir).replace("\n### ", "\n#### ")
     links = " · ".join(f"[{name[:-4]}]({link_root}/plots/{name})" for name in plots if name.endswith(".png"))
-    files = f"Per-run files: `{link_root}/runs/*.json`; plots: {links}." if links else f"Per-run files: `{link_root}/runs/*.json`."
+    files = (
+        f"Per-run files: `{link_root}/runs/*.json`; plots: {links}."
+        if links
+        else f"Per-run files: `{link_root}/runs/*.json`."
+    )
     return f"{README_BEGIN}\n{body.rstrip()}\n\n{files}\n{README_END}"
 
 

@@ -45,7 +45,9 @@ class ImbalancedBCELoss(nn.Module):
         logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits  # MONAI MetaTensor -> tensor
         target = (target.as_tensor() if hasattr(target, "as_tensor") else target).to(logits.dtype)
         if target.shape != logits.shape:
-            raise ValueError(f"ImbalancedBCELoss: expected targets of shape {tuple(logits.shape)}, found {tuple(target.shape)}")
+            raise ValueError(
+                f"ImbalancedBCELoss: expected targets of shape {tuple(logits.shape)}, found {tuple(target.shape)}"
+            )
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits.device, logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
         if self.gamma:

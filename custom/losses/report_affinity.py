@@ -106,11 +106,16 @@ class ReportAffinity:
             if embed_reports is None:
                 raise ValueError("report_affinity 'text': expected a report embedder to calibrate the threshold")
             self.calibrate(embed_reports, [r["report"] for r in rows])
-        logger.info(f"TCL report affinity: {self.source}" + (f", threshold {self.similarity_threshold:.6f}" if self.needs_text else ""))
+        logger.info(
+            f"TCL report affinity: {self.source}"
+            + (f", threshold {self.similarity_threshold:.6f}" if self.needs_text else "")
+        )
         return self.source
 
     @torch.no_grad()
-    def calibrate(self, embed_reports: Callable[[list[str]], torch.Tensor], reports: Sequence[str], sample: int = 64) -> float:
+    def calibrate(
+        self, embed_reports: Callable[[list[str]], torch.Tensor], reports: Sequence[str], sample: int = 64
+    ) -> float:
         """Set the text threshold halfway between 1 (identical reports) and the highest similarity between a report
         and a copy with one sentence's negation flipped, over the first ``sample`` training reports."""
         reports = list(reports[:sample])
@@ -152,7 +157,9 @@ class ReportAffinity:
             affinity = torch.where(union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union))
         else:
             if self.similarity_threshold is None:
-                raise RuntimeError("report_affinity 'text': the threshold was never calibrated (ReportAffinity.prepare)")
+                raise RuntimeError(
+                    "report_affinity 'text': the threshold was never calibrated (ReportAffinity.prepare)"
+                )
             keys = F.normalize(keys, dim=-1)
             affinity = (keys @ keys.T >= self.similarity_threshold).float()
         return torch.maximum(affinity, identity)

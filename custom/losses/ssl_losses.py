@@ -49,7 +49,11 @@ class SwinSSLLoss(nn.Module):
         temperature: float = 0.5,
     ) -> None:
         super().__init__()
-        self.weights = {"rotation": rotation_weight, "contrast": contrast_weight, "reconstruction": reconstruction_weight}
+        self.weights = {
+            "rotation": rotation_weight,
+            "contrast": contrast_weight,
+            "reconstruction": reconstruction_weight,
+        }
         self.contrast = ViewContrastiveLoss(temperature)
 
     def forward(

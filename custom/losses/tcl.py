@@ -60,7 +60,9 @@ class TextInformedContrastiveLoss(nn.Module):
         self.affinity = affinity if affinity is not None else ReportAffinity("none")
         self.positive_fraction = 0.0
 
-    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor
+    ) -> torch.Tensor:
         """``(N, E)``, ``(B, E)`` -> float32 ``(N, B)`` scaled cosine similarities, whatever autocast is active."""
         with torch.autocast(image_embeddings.device.type, enabled=False):
             scale = logit_scale.float().clamp(max=LOGIT_SCALE_MAX).exp()

@@ -35,12 +35,12 @@ class EncoderFeatures:
     def tokens(self) -> torch.Tensor:
         return self.bottleneck.flatten(2).transpose(1, 2)
 
-    def with_tokens(self, tokens: torch.Tensor) -> "EncoderFeatures":
+    def with_tokens(self, tokens: torch.Tensor) -> EncoderFeatures:
         """Same skips, bottleneck replaced by ``tokens`` ``(B, N, C)`` reshaped to the bottleneck grid."""
         bottleneck = tokens.transpose(1, 2).reshape(self.bottleneck.shape)
         return EncoderFeatures(skips=self.skips, bottleneck=bottleneck, embedding_source=self.embedding_source)
 
-    def split(self, size: int) -> tuple["EncoderFeatures", "EncoderFeatures"]:
+    def split(self, size: int) -> tuple[EncoderFeatures, EncoderFeatures]:
         """Features of the first ``size`` samples and of the rest (undoes a concatenated batch)."""
 
         def halves(tensor: torch.Tensor | None) -> tuple:

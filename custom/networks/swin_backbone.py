@@ -51,7 +51,13 @@ class SwinUNETRBackbone(SwinUNETR):
         if not torch.jit.is_tracing():
             self._check_input_size(x.shape[2:])
         hidden = self.swinViT(x, self.normalize)
-        skips = [self.encoder1(x), self.encoder2(hidden[0]), self.encoder3(hidden[1]), self.encoder4(hidden[2]), hidden[3]]
+        skips = [
+            self.encoder1(x),
+            self.encoder2(hidden[0]),
+            self.encoder3(hidden[1]),
+            self.encoder4(hidden[2]),
+            hidden[3],
+        ]
         return EncoderFeatures(skips=skips, bottleneck=self.encoder10(hidden[4]), embedding_source=hidden[4])
 
     def decode(self, features: EncoderFeatures) -> torch.Tensor:

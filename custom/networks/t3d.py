@@ -106,7 +106,9 @@ class T3DModel(nn.Module):
             return
         self.text_encoder.precompute(reports, batch_size)
         if self.text_whitening is not None:
-            pooled = [self.text_encoder(list(reports[i : i + batch_size])).pooled for i in range(0, len(reports), batch_size)]
+            pooled = [
+                self.text_encoder(list(reports[i : i + batch_size])).pooled for i in range(0, len(reports), batch_size)
+            ]
             self.text_whitening.fit(torch.cat(pooled) if pooled else torch.empty(0, self.text_encoder.hidden_size))
 
     def restore(self, corrupted: torch.Tensor, text=None, crop_to_report: torch.Tensor | None = None) -> torch.Tensor:

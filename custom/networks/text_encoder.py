@@ -63,7 +63,8 @@ class HFTextEncoder(nn.Module):
         except OSError as err:
             raise OSError(
                 f"text_encoder_name '{name_or_path}': expected a local model folder or a hub id already in the local "
-                f"Hugging Face cache (this project never downloads at run time), found neither ({str(err).splitlines()[0]})"
+                f"Hugging Face cache (this project never downloads at run time), found neither "
+                f"({str(err).splitlines()[0]})"
             ) from None
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling: expected 'cls' or 'mean', found '{pooling}'")
@@ -87,7 +88,7 @@ class HFTextEncoder(nn.Module):
             for layer in self.model.encoder.layer[:frozen_layers]:
                 layer.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "HFTextEncoder":
+    def train(self, mode: bool = True) -> HFTextEncoder:
         super().train(mode)
         if self.fully_frozen:
             self.model.eval()  # a frozen encoder stays deterministic (no dropout), so its outputs can be cached
@@ -161,11 +162,15 @@ class HFTextEncoder(nn.Module):
         """Encode every report of ``reports`` not cached yet, in batches, with a progress bar: a fully frozen encoder
         then never runs during training (the T3D bundle calls it on the training reports in ``initialize``)."""
         if not self.fully_frozen:
-            raise RuntimeError("precompute: only a fully frozen text encoder (frozen_layers -1) has fixed outputs to cache")
+            raise RuntimeError(
+                "precompute: only a fully frozen text encoder (frozen_layers -1) has fixed outputs to cache"
+            )
         missing = list(dict.fromkeys(r for r in reports if r not in self._cache))
         from tqdm import tqdm
 
-        for start in tqdm(range(0, len(missing), batch_size), desc="encoding reports", unit="batch", disable=not progress):
+        for start in tqdm(
+            range(0, len(missing), batch_size), desc="encoding reports", unit="batch", disable=not progress
+        ):
             self._store(missing[start : start + batch_size])
 
     def _store(self, reports: list[str]) -> None:

@@ -37,7 +37,9 @@ class BasicUNetBackbone(BasicUNet):
         use_checkpoint: bool = False,
         embedding_level: int = 4,
     ) -> None:
-        super().__init__(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, features=features, norm=norm)
+        super().__init__(
+            spatial_dims=3, in_channels=in_channels, out_channels=out_channels, features=features, norm=norm
+        )
         if embedding_level not in range(5):
             raise ValueError(f"embedding_level: expected an encoder block 0..4, found {embedding_level}")
         self.bottleneck_channels = int(features[4])
@@ -57,7 +59,9 @@ class BasicUNetBackbone(BasicUNet):
         x3 = self._run(self.down_3, x2)
         bottleneck = self._run(self.down_4, x3)
         levels = (x0, x1, x2, x3, bottleneck)
-        return EncoderFeatures(skips=[x0, x1, x2, x3], bottleneck=bottleneck, embedding_source=levels[self.embedding_level])
+        return EncoderFeatures(
+            skips=[x0, x1, x2, x3], bottleneck=bottleneck, embedding_source=levels[self.embedding_level]
+        )
 
     def decode(self, features: EncoderFeatures) -> torch.Tensor:
         x0, x1, x2, x3 = features.skips

@@ -46,17 +46,17 @@ def window_origins(shape: Sequence[int], roi_size: Sequence[int], overlap: float
 
 class VolumeClassifier(nn.Module):
     """Args:
-        image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (anything with ``encode`` and
-            ``embedding_channels``; for SwinUNETR the token width is ``16 * feature_size`` as well).
-        num_classes: output logits.
-        roi_size: window size (divisible by 32 for SwinUNETR, by 16 for BasicUNet).
-        overlap: minimum fraction shared by neighbouring windows.
-        pooling: ``"attention"``, ``"mean"`` or ``"max"`` over every token of every window.
-        sw_batch_size: windows encoded per forward pass of the backbone.
-        max_train_windows: in training mode, encode at most this many randomly chosen windows (None: all).
-        freeze_encoder: linear probe (only pooling and head train).
-        dropout: before the linear head.
-        attention_dim: hidden width of the gated attention scorer.
+    image_backbone: ``SwinUNETRBackbone`` or ``BasicUNetBackbone`` (anything with ``encode`` and
+        ``embedding_channels``; for SwinUNETR the token width is ``16 * feature_size`` as well).
+    num_classes: output logits.
+    roi_size: window size (divisible by 32 for SwinUNETR, by 16 for BasicUNet).
+    overlap: minimum fraction shared by neighbouring windows.
+    pooling: ``"attention"``, ``"mean"`` or ``"max"`` over every token of every window.
+    sw_batch_size: windows encoded per forward pass of the backbone.
+    max_train_windows: in training mode, encode at most this many randomly chosen windows (None: all).
+    freeze_encoder: linear probe (only pooling and head train).
+    dropout: before the linear head.
+    attention_dim: hidden width of the gated attention scorer.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class VolumeClassifier(nn.Module):
         if self.freeze_encoder:
             self.image_backbone.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "VolumeClassifier":
+    def train(self, mode: bool = True) -> VolumeClassifier:
         super().train(mode)
         if self.freeze_encoder:
             self.image_backbone.eval()  # linear probe: batch-norm statistics of the encoder stay as loaded
@@ -112,7 +112,7 @@ class VolumeClassifier(nn.Module):
         rx, ry, rz = self.roi_size
         return torch.stack([volume[:, x : x + rx, y : y + ry, z : z + rz] for x, y, z in origins.tolist()])
 
-    def load_encoder(self, path: str | None) -> "VolumeClassifier":
+    def load_encoder(self, path: str | None) -> VolumeClassifier:
         """Initialise the backbone's encoder from a T3D / SSL checkpoint (``None``: scratch) through
         :func:`custom.weights.transfer.load_pretrained`, which prints what was loaded; returns ``self``."""
         from custom.weights.transfer import load_pretrained

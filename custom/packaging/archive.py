@@ -84,8 +84,10 @@ def validate_bundle_archive(zip_path: str, source: str | None = None, expected_n
         for info in members:
             problem = _member_problem(info)
             if problem:
-                raise ArchiveError(f"{label}: expected relative paths of plain files and folders inside one bundle "
-                                   f"folder, found member {info.filename!r} with {problem}")
+                raise ArchiveError(
+                    f"{label}: expected relative paths of plain files and folders inside one bundle "
+                    f"folder, found member {info.filename!r} with {problem}"
+                )
             path = info.filename.rstrip("/")
             if path in seen:
                 raise ArchiveError(f"{label}: expected each path once, found member {info.filename!r} twice")
@@ -94,23 +96,31 @@ def validate_bundle_archive(zip_path: str, source: str | None = None, expected_n
             folders.update("/".join(parts[:end]) for end in range(1, len(parts)))
             top, _, rest = info.filename.partition("/")
             if not rest and not info.filename.endswith("/"):
-                raise ArchiveError(f"{label}: expected every member inside the bundle folder, found member "
-                                   f"{info.filename!r} at the top level")
+                raise ArchiveError(
+                    f"{label}: expected every member inside the bundle folder, found member "
+                    f"{info.filename!r} at the top level"
+                )
             tops.add(top)
         files = seen - {info.filename.rstrip("/") for info in members if info.filename.endswith("/")}
         clash = sorted(files & folders)
         if clash:
-            raise ArchiveError(f"{label}: expected files and folders with distinct paths, found member {clash[0]!r} "
-                               "both as a file and as a folder")
+            raise ArchiveError(
+                f"{label}: expected files and folders with distinct paths, found member {clash[0]!r} "
+                "both as a file and as a folder"
+            )
         if len(tops) != 1:
             raise ArchiveError(f"{label}: expected one top-level bundle folder, found {len(tops)}: {sorted(tops)}")
         name = tops.pop()
         if not _PLAIN_NAME.fullmatch(name):
-            raise ArchiveError(f"{label}: expected a plain top-level folder name (letters, digits, '_', '-', '.'), "
-                               f"found {name!r} (member {members[0].filename!r})")
+            raise ArchiveError(
+                f"{label}: expected a plain top-level folder name (letters, digits, '_', '-', '.'), "
+                f"found {name!r} (member {members[0].filename!r})"
+            )
         if expected_name is not None and name != expected_name:
-            raise ArchiveError(f"{label}: expected the bundle folder {expected_name!r}, found {name!r} "
-                               f"(member {members[0].filename!r})")
+            raise ArchiveError(
+                f"{label}: expected the bundle folder {expected_name!r}, found {name!r} "
+                f"(member {members[0].filename!r})"
+            )
         try:
             bad = archive.testzip()
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
@@ -127,8 +137,10 @@ def _extract(zip_path: str, destination: str, label: str) -> None:
         for info in archive.infolist():
             target = os.path.realpath(os.path.join(root, *info.filename.rstrip("/").split("/")))
             if os.path.commonpath([root, target]) != root or target == root:
-                raise ArchiveError(f"{label}: expected members inside the bundle folder, found member "
-                                   f"{info.filename!r} landing outside {destination}")
+                raise ArchiveError(
+                    f"{label}: expected members inside the bundle folder, found member "
+                    f"{info.filename!r} landing outside {destination}"
+                )
             if info.filename.endswith("/"):
                 os.makedirs(target, exist_ok=True)
                 continue
@@ -137,8 +149,9 @@ def _extract(zip_path: str, destination: str, label: str) -> None:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def unpack_bundle_archive(zip_path: str, parent_dir: str, source: str | None = None,
-                          expected_name: str | None = None) -> str:
+def unpack_bundle_archive(
+    zip_path: str, parent_dir: str, source: str | None = None, expected_name: str | None = None
+) -> str:
     """Validate ``zip_path`` completely, then unpack its bundle folder to ``<parent_dir>/<name>``, replacing a folder
     of that name; returns the unpacked folder's path.
 
@@ -158,8 +171,10 @@ def unpack_bundle_archive(zip_path: str, parent_dir: str, source: str | None = N
         unpacked = os.path.join(staging, name)
         if os.path.lexists(target):
             if os.path.islink(target) or not os.path.isdir(target):
-                raise ArchiveError(f"{label}: expected {target} to be absent or a bundle folder, found "
-                                   f"{'a symbolic link' if os.path.islink(target) else 'a file'}; not replaced")
+                raise ArchiveError(
+                    f"{label}: expected {target} to be absent or a bundle folder, found "
+                    f"{'a symbolic link' if os.path.islink(target) else 'a file'}; not replaced"
+                )
             previous = os.path.join(staging, ".previous")
             os.rename(target, previous)  # same file system: both renames are atomic
             try:

@@ -1,6 +1,7 @@
 """Download a packed bundle by name, validating the zip before anything is unpacked:
 
-    python -m custom.packaging.download --name t3d_btcv_seg --url file:///abs/dist/t3d_btcv_seg_v0.2.0.zip --bundle_dir bundles
+    python -m custom.packaging.download --name t3d_btcv_seg --url file:///abs/dist/t3d_btcv_seg_v0.2.0.zip \
+        --bundle_dir bundles
     python -m custom.packaging.download --name t3d_btcv_seg --repo <owner>/<repo>/hosting_storage_v1 \
         [--version 0.2.0] --bundle_dir bundles
 
@@ -28,7 +29,8 @@ __all__ = ["bundle_url", "download_bundle", "main"]
 
 
 def bundle_url(name: str, repo: str, version: str | None = None) -> str:
-    """The GitHub release-asset URL of ``<name>_v<version>.zip`` in ``repo`` (``owner/name/tag``), as MONAI builds it."""
+    """The GitHub release-asset URL of ``<name>_v<version>.zip`` in ``repo`` (``owner/name/tag``), as MONAI builds
+    it."""
     parts = repo.split("/")
     if len(parts) != 3 or not all(parts):
         raise ArchiveError(f"--repo {repo!r}: expected owner/repository/release_tag")
@@ -41,8 +43,14 @@ def bundle_url(name: str, repo: str, version: str | None = None) -> str:
     return f"https://github.com/{parts[0]}/{parts[1]}/releases/download/{parts[2]}/{name}_v{version}.zip"
 
 
-def download_bundle(name: str, bundle_dir: str, url: str | None = None, repo: str | None = None,
-                    version: str | None = None, progress: bool = True) -> str:
+def download_bundle(
+    name: str,
+    bundle_dir: str,
+    url: str | None = None,
+    repo: str | None = None,
+    version: str | None = None,
+    progress: bool = True,
+) -> str:
     """Fetch the bundle zip (``url``, or the GitHub release of ``repo``), validate it, unpack it to
     ``<bundle_dir>/<name>``; returns that folder. Raises :class:`ArchiveError` (nothing left behind) on refusal."""
     from monai.apps.utils import download_url

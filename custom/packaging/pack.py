@@ -103,8 +103,9 @@ def _module_file(module: str) -> str | None:
 def _longest_module(dotted: str) -> str | None:
     """The longest prefix of ``custom.a.b.C`` that is a module of custom/ (``custom.a.b``), or None."""
     parts = dotted.split(".")
-    return next((".".join(parts[:end]) for end in range(len(parts), 0, -1) if _module_file(".".join(parts[:end]))),
-                None)
+    return next(
+        (".".join(parts[:end]) for end in range(len(parts), 0, -1) if _module_file(".".join(parts[:end]))), None
+    )
 
 
 def _expression_names(expression: str) -> set[str]:
@@ -248,8 +249,11 @@ def package_data_files(modules: Iterable[str]) -> list[str]:
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
         if _package_of(folder) not in shipped:
             continue
-        files += [os.path.join(folder, n) for n in sorted(names)
-                  if not n.startswith(".") and not n.endswith((".py", ".pyc", ".pyo"))]
+        files += [
+            os.path.join(folder, n)
+            for n in sorted(names)
+            if not n.startswith(".") and not n.endswith((".py", ".pyc", ".pyo"))
+        ]
     return files
 
 
@@ -337,8 +341,9 @@ def known_versions(model_info_path: str, name: str) -> list[str]:
 def _overlay_path(bundle_dir: str, overlay: str) -> str:
     path = os.path.join(bundle_dir, "configs", os.path.basename(overlay))
     if not os.path.isfile(path):
-        raise PackError(f"--overlay {overlay}: expected a config file in {os.path.join(bundle_dir, 'configs')}, "
-                        "found none")
+        raise PackError(
+            f"--overlay {overlay}: expected a config file in {os.path.join(bundle_dir, 'configs')}, found none"
+        )
     return path
 
 
@@ -426,28 +431,43 @@ def check_network_fits_weights(name: str, bundle_dir: str, weights: str, overlay
     if isinstance(state, dict) and len(load_keys) == 1 and isinstance(state.get(load_keys[0]), dict):
         state = state[load_keys[0]]  # MONAI's CheckpointLoader: {"model": state_dict} or the state dict itself
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PackError(f"{name}: {weights} does not fit {config_label} network_def ({target}): expected a state "
-                        f"dict of tensors, found {type(state).__name__}")
+        raise PackError(
+            f"{name}: {weights} does not fit {config_label} network_def ({target}): expected a state "
+            f"dict of tensors, found {type(state).__name__}"
+        )
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected] if strict else []
-    shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if not (missing or unexpected or shapes):
         try:
             network.load_state_dict({k: state[k] for k in expected} if not strict else state, strict=True)
         except RuntimeError as err:
             shapes = [str(err).strip().splitlines()[-1].strip()]
     if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing key(s): {_first(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected key(s): {_first(unexpected)}" if unexpected else "",
-                 f"{len(shapes)} shape mismatch(es) (checkpoint vs network): {_first(shapes, 2)}" if shapes else ""]
+        parts = [
+            f"{len(missing)} missing key(s): {_first(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected key(s): {_first(unexpected)}" if unexpected else "",
+            f"{len(shapes)} shape mismatch(es) (checkpoint vs network): {_first(shapes, 2)}" if shapes else "",
+        ]
         toys = sorted(f for f in os.listdir(os.path.join(bundle_dir, "configs")) if toy_overlays([f]))
-        hint = ("pack with the overlays the weights were trained with"
-                + (f" (CPU toy weights: --overlay {toys[0]})" if toys else " (--overlay NAME.json)")) if not overlays \
+        hint = (
+            (
+                "pack with the overlays the weights were trained with"
+                + (f" (CPU toy weights: --overlay {toys[0]})" if toys else " (--overlay NAME.json)")
+            )
+            if not overlays
             else "pack with exactly the overlays the weights were trained with (none for paper-size weights)"
-        raise PackError(f"{name}: {weights} does not fit {config_label} network_def ({target}): "
-                        + "; ".join(p for p in parts if p) + f"; {hint}")
+        )
+        raise PackError(
+            f"{name}: {weights} does not fit {config_label} network_def ({target}): "
+            + "; ".join(p for p in parts if p)
+            + f"; {hint}"
+        )
     return target
 
 
@@ -470,11 +490,15 @@ def toy_metadata(metadata: dict, version: str, overlays: list[str]) -> dict:
     toy_version = version + TOY_VERSION_SUFFIX
     used = ", ".join(f"configs/{os.path.basename(o)}" for o in overlays)
     meta["version"] = toy_version
-    meta["changelog"] = {toy_version: f"CPU toy build of {version} (network and data of {used}); "
-                                      "for tests and demonstrations only", **metadata.get("changelog", {})}
+    meta["changelog"] = {
+        toy_version: f"CPU toy build of {version} (network and data of {used}); for tests and demonstrations only",
+        **metadata.get("changelog", {}),
+    }
     meta["name"] = f"{metadata.get('name', '')} [CPU TOY]".strip()
-    meta["description"] = (f"CPU TOY BUILD: {TOY_BANNER} The network is the small one of {used}, trained on the "
-                           f"project's synthetic data. {metadata.get('description', '')}").strip()
+    meta["description"] = (
+        f"CPU TOY BUILD: {TOY_BANNER} The network is the small one of {used}, trained on the "
+        f"project's synthetic data. {metadata.get('description', '')}"
+    ).strip()
     meta["intended_use"] = f"Tests and demonstrations of the bundle's plumbing only. {TOY_BANNER}"
     return meta
 
@@ -488,9 +512,11 @@ def packed_model_card(card: str, toy: bool, name: str, overlays: list[str]) -> s
     if not toy:
         return card
     used = " + ".join(os.path.basename(o) for o in overlays)
-    banner = (f"> **{TOY_BANNER}**\n>\n> Toy build `{name}{TOY_NAME_SUFFIX}`: the network of `configs/inference.json` "
-              f"merged with `{used}`, trained by the CPU toy on the project's synthetic data. It shows that the "
-              "bundle runs end to end; its outputs mean nothing clinically.\n\n")
+    banner = (
+        f"> **{TOY_BANNER}**\n>\n> Toy build `{name}{TOY_NAME_SUFFIX}`: the network of `configs/inference.json` "
+        f"merged with `{used}`, trained by the CPU toy on the project's synthetic data. It shows that the "
+        "bundle runs end to end; its outputs mean nothing clinically.\n\n"
+    )
     return banner + card
 
 
@@ -562,10 +588,14 @@ def pack(
         try:  # monai.bundle download_large_files reads large_files.yml with PyYAML
             yaml_version = importlib.metadata.version("PyYAML")
         except importlib.metadata.PackageNotFoundError:
-            raise PackError(f"{name}: large_files.yml needs pyyaml named in metadata.json, but PyYAML is not "
-                            "installed here to take its version from") from None
+            raise PackError(
+                f"{name}: large_files.yml needs pyyaml named in metadata.json, but PyYAML is not "
+                "installed here to take its version from"
+            ) from None
         packed_metadata["required_packages_version"] = {
-            **metadata.get("required_packages_version", {}), "pyyaml": yaml_version}
+            **metadata.get("required_packages_version", {}),
+            "pyyaml": yaml_version,
+        }
 
     generated = {}
     if packed_metadata != metadata:  # a toy build, or pyyaml added for large_files.yml
@@ -582,8 +612,11 @@ def pack(
         entries.append((weights, os.path.join("models", "model.pt")))
     # data-derived model files written beside the weights (class names, decision thresholds) ship with them
     weights_dir = os.path.dirname(os.path.abspath(weights))
-    entries += [(os.path.join(weights_dir, f), os.path.join("models", f))
-                for f in sorted(os.listdir(weights_dir)) if f.endswith(".json")]
+    entries += [
+        (os.path.join(weights_dir, f), os.path.join("models", f))
+        for f in sorted(os.listdir(weights_dir))
+        if f.endswith(".json")
+    ]
     if large_files:
         generated["large_files.yml"] = large_files
 
@@ -612,9 +645,11 @@ def pack(
     update_model_info(model_info, key, file_digest(zip_path, "sha1"), source_url)
     size_mb = os.path.getsize(zip_path) / 2**20
     kind = f"CPU TOY build ({' + '.join(toy)})" if toy else "release"
-    print(f"packed {zip_path} ({kind}; {size_mb:.1f} MB; weights fit {network} of configs/inference.json"
-          f"{''.join(' + ' + os.path.basename(o) for o in overlays)}; custom/ vendored, {len(modules)} modules used; "
-          f"weights {'in large_files.yml' if large_files else 'inside'}); {model_info}: {key}")
+    print(
+        f"packed {zip_path} ({kind}; {size_mb:.1f} MB; weights fit {network} of configs/inference.json"
+        f"{''.join(' + ' + os.path.basename(o) for o in overlays)}; custom/ vendored, {len(modules)} modules used; "
+        f"weights {'in large_files.yml' if large_files else 'inside'}); {model_info}: {key}"
+    )
     return zip_path
 
 
@@ -625,21 +660,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="trained weights to ship as models/model.pt (default: the bundle's own)")
     parser.add_argument("--max_inline_mb", type=float, default=100.0, help="larger weights go to large_files.yml")
     parser.add_argument("--weights_url", help="where weights larger than --max_inline_mb will be downloaded from")
-    parser.add_argument("--repo", default="OWNER/REPO",
-                        help="GitHub owner/repo whose hosting_storage_v1 release hosts the zip")
+    parser.add_argument(
+        "--repo", default="OWNER/REPO", help="GitHub owner/repo whose hosting_storage_v1 release hosts the zip"
+    )
     parser.add_argument("--model_info", help="model_info.json to update (default: <dist>/model_info.json)")
-    parser.add_argument("--overlay", action="append", default=[],
-                        help="bundle config merged into the packed inference.json (e.g. cpu_toy.json); repeatable")
-    parser.add_argument("--print_requirements", action="store_true",
-                        help="print the pip requirements the bundle's metadata names, and exit")
+    parser.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        help="bundle config merged into the packed inference.json (e.g. cpu_toy.json); repeatable",
+    )
+    parser.add_argument(
+        "--print_requirements",
+        action="store_true",
+        help="print the pip requirements the bundle's metadata names, and exit",
+    )
     args = parser.parse_args(argv)
     try:
         if args.print_requirements:
             with open(os.path.join(resolve_bundle(args.bundle), "configs", "metadata.json"), encoding="utf-8") as f:
                 print("\n".join(bundle_requirements(json.load(f))))
             return 0
-        pack(args.bundle, args.dist, args.weights, args.max_inline_mb, args.weights_url, args.repo, args.model_info,
-             args.overlay)
+        pack(
+            args.bundle,
+            args.dist,
+            args.weights,
+            args.max_inline_mb,
+            args.weights_url,
+            args.repo,
+            args.model_info,
+            args.overlay,
+        )
     except (PackError, OSError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -53,7 +53,7 @@ def one_line_message(error: BaseException) -> str | None:
                 return type(current).__name__
             last = lines[-1]
             prefix = f"{type(current).__module__}.{type(current).__name__}: "
-            return last[len(prefix):] if last.startswith(prefix) else last
+            return last[len(prefix) :] if last.startswith(prefix) else last
         current = current.__cause__ or current.__context__
     return None
 

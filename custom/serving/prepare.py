@@ -31,8 +31,9 @@ def prepare_app(app_dir: str, bundles: list[str], stock: bool = False) -> list[s
     for zip_path in bundles:
         name = validate_bundle_archive(zip_path)
         if name in zip_of:
-            raise ArchiveError(f"{zip_path}: expected one zip per bundle, found bundle folder {name!r} also in "
-                               f"{zip_of[name]}")
+            raise ArchiveError(
+                f"{zip_path}: expected one zip per bundle, found bundle folder {name!r} also in {zip_of[name]}"
+            )
         zip_of[name] = zip_path
     if not stock:
         os.makedirs(app_dir, exist_ok=True)

@@ -31,7 +31,9 @@ class BlockMaskCorruption:
         cell_mask = torch.zeros(n, cells, device=device)
         cell_mask.scatter_(1, order[:, :masked], 1.0)
         cell_mask = cell_mask.view(n, 1, *grid)
-        mask = F.interpolate(cell_mask, scale_factor=self.block_size, mode="nearest")[..., : spatial[0], : spatial[1], : spatial[2]]
+        mask = F.interpolate(cell_mask, scale_factor=self.block_size, mode="nearest")[
+            ..., : spatial[0], : spatial[1], : spatial[2]
+        ]
         shifts = torch.randint(0, self.block_size, (n, 3)).tolist()
         mask = torch.stack([torch.roll(m, shifts=tuple(s), dims=(1, 2, 3)) for m, s in zip(mask, shifts)])
         return mask > 0.5

@@ -28,7 +28,9 @@ class InvertArgmaxd(MapTransform):
         orig_keys: the preprocessed input keys whose applied operations are inverted (one per key).
     """
 
-    def __init__(self, keys: str | Sequence[str], transform: InvertibleTransform, orig_keys: str | Sequence[str]) -> None:
+    def __init__(
+        self, keys: str | Sequence[str], transform: InvertibleTransform, orig_keys: str | Sequence[str]
+    ) -> None:
         super().__init__(keys)
         orig = [orig_keys] if isinstance(orig_keys, str) else list(orig_keys)
         if len(orig) != len(self.keys):
@@ -43,7 +45,9 @@ class InvertArgmaxd(MapTransform):
         for key, invert in zip(self.keys, self.inverters):
             probabilities = d[key]
             if probabilities.shape[0] > 256:
-                raise ValueError(f"{key}: expected at most 256 classes for uint8 labels, found {probabilities.shape[0]}")
+                raise ValueError(
+                    f"{key}: expected at most 256 classes for uint8 labels, found {probabilities.shape[0]}"
+                )
             best = labels = channel = None
             for c in range(probabilities.shape[0]):
                 channel = invert({**d, key: probabilities[c : c + 1]})[key]

@@ -47,14 +47,14 @@ class VolumePreprocessing:
         self.target_spacing = None if target_spacing is None else tuple(float(v) for v in target_spacing)
         self.allow_coarser = allow_coarser
         if modality == "ct":
-            self.intensity = ScaleIntensityRange(a_min=self.hu_window[0], a_max=self.hu_window[1], b_min=0.0, b_max=1.0, clip=True)
+            self.intensity = ScaleIntensityRange(
+                a_min=self.hu_window[0], a_max=self.hu_window[1], b_min=0.0, b_max=1.0, clip=True
+            )
         else:
             self.intensity = NormalizeIntensity(nonzero=True, channel_wise=True)
 
     def fingerprint(self) -> str:
-        return (
-            f"{PREPROCESSING_VERSION}|{self.modality}|{self.hu_window}|{self.target_spacing}|{self.allow_coarser}"
-        )
+        return f"{PREPROCESSING_VERSION}|{self.modality}|{self.hu_window}|{self.target_spacing}|{self.allow_coarser}"
 
     def output_spacing(self, source_spacing: Sequence[float]) -> tuple[float, ...]:
         if self.target_spacing is None:

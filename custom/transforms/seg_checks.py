@@ -59,8 +59,12 @@ class LoadImageCheckedd(LoadImaged):
     the same file would be refused by one bundle and loaded with another geometry by the next."""
 
     def __call__(self, data: Mapping[Hashable, object], reader: object | None = None) -> dict:
-        paths = [str(p) for key in self.keys if key in data
-                 for p in (data[key] if isinstance(data[key], (list, tuple)) else [data[key]])]
+        paths = [
+            str(p)
+            for key in self.keys
+            if key in data
+            for p in (data[key] if isinstance(data[key], (list, tuple)) else [data[key]])
+        ]
         try:
             loaded = super().__call__(data, reader)
         except DataError:
@@ -121,8 +125,9 @@ class CheckSegmentationInputd(MapTransform):
 
     Expects channel-first MetaTensors: ``image`` ``(C, *spatial)`` and, when present, ``label`` ``(1, *spatial)``.
     Checks that ``C == in_channels``, that every intensity is finite (a NaN voxel would make every loss and weight
-    NaN), that the affine is invertible, that the label shares the image's spatial shape and affine, and that every label
-    value is one of ``label_values`` (the classes of ``channel_def``; ``None`` leaves values to a later transform).
+    NaN), that the affine is invertible, that the label shares the image's spatial shape and affine, and that every
+    label value is one of ``label_values`` (the classes of ``channel_def``; ``None`` leaves values to a later
+    transform).
     """
 
     def __init__(

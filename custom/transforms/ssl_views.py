@@ -16,7 +16,9 @@ def random_rotation(crops: torch.Tensor, num_classes: int = 4) -> tuple[torch.Te
     """Rotate crop ``i`` by ``k_i * 90`` degrees in the plane of its last two spatial axes (about the first one);
     returns ``(rotated, k)`` with ``k`` ``(N,)`` long in ``0..num_classes-1``. Crops must be square in that plane."""
     if crops.shape[-1] != crops.shape[-2]:
-        raise ValueError(f"crops: expected equal sizes on the last two axes for 90-degree rotation, found {tuple(crops.shape[2:])}")
+        raise ValueError(
+            f"crops: expected equal sizes on the last two axes for 90-degree rotation, found {tuple(crops.shape[2:])}"
+        )
     k = torch.randint(0, num_classes, (crops.shape[0],))
     rotated = torch.stack([torch.rot90(crop, int(turns), dims=(-2, -1)) for crop, turns in zip(crops, k)])
     return rotated, k.to(crops.device)
@@ -33,7 +35,8 @@ class RandomCutout:
     def __init__(self, max_drop: float = 0.3, max_block: float = 0.25, min_block: float = 0.05) -> None:
         if not 0 < max_drop < 1 or not 0 < min_block <= max_block <= 1:
             raise ValueError(
-                f"expected 0 < max_drop < 1 and 0 < min_block <= max_block <= 1, found {max_drop}, {min_block}, {max_block}"
+                f"expected 0 < max_drop < 1 and 0 < min_block <= max_block <= 1, "
+                f"found {max_drop}, {min_block}, {max_block}"
             )
         self.max_drop = max_drop
         self.max_block = max_block

@@ -15,9 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "SAMPLING_MODES", "FINE_CELLS", "BodyGrid", "sample_crop_origins", "stratified_crop_origins", "strata_grid", "grid_crop_origins",
+    "SAMPLING_MODES",
+    "FINE_CELLS",
+    "BodyGrid",
+    "sample_crop_origins",
+    "stratified_crop_origins",
+    "strata_grid",
+    "grid_crop_origins",
     "read_crops",
-]  # fmt: skip
+]
 
 SAMPLING_MODES = ("stratified", "independent")
 
@@ -80,7 +86,7 @@ class BodyGrid:
     offsets: np.ndarray
 
     @classmethod
-    def build(cls, shape: Sequence[int], foreground: np.ndarray, cells: int = FINE_CELLS) -> "BodyGrid":
+    def build(cls, shape: Sequence[int], foreground: np.ndarray, cells: int = FINE_CELLS) -> BodyGrid:
         """``foreground`` ``(M, 3)`` body voxels; when empty the box is the whole volume of ``shape`` and every cell
         is empty (crops are then centred on cell centres)."""
         points = np.asarray(foreground, dtype=np.int64).reshape(-1, 3)
@@ -155,7 +161,9 @@ def grid_crop_origins(shape: Sequence[int], crop_size: Sequence[int], per_axis: 
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def read_crops(volume: np.ndarray, origins: np.ndarray, crop_size: Sequence[int], pad_value: float = 0.0, dtype=None) -> np.ndarray:
+def read_crops(
+    volume: np.ndarray, origins: np.ndarray, crop_size: Sequence[int], pad_value: float = 0.0, dtype=None
+) -> np.ndarray:
     """``(K, *crop_size)`` crops at ``origins`` ``(K, 3)`` copied once out of ``volume`` (an array or a read-only
     memmap) into one new array, padded with ``pad_value`` where a crop does not fit.
 

@@ -174,7 +174,8 @@ def unwrap(network: nn.Module) -> nn.Module:
 
 
 def image_encoder_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's encoder tensors under their plain MONAI names (``swinViT.*``, ``encoder1.*`` ... / ``conv_0.*``...)."""
+    """The backbone's encoder tensors under their plain MONAI names (``swinViT.*``, ``encoder1.*`` ... /
+    ``conv_0.*``...)."""
     return {k: v.detach().cpu() for k, v in backbone.state_dict().items() if k.startswith(backbone.encoder_prefixes)}
 
 

@@ -36,11 +36,16 @@ def _mismatch(network: torch.nn.Module, state: object) -> str | None:
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    parts = [f"{len(missing)} missing key(s), e.g. {missing[0]}" if missing else "",
-             f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}" if unexpected else "",
-             f"{len(shapes)} shape mismatch(es) (checkpoint vs network), e.g. {shapes[0]}" if shapes else ""]
+    shapes = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        f"{len(missing)} missing key(s), e.g. {missing[0]}" if missing else "",
+        f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}" if unexpected else "",
+        f"{len(shapes)} shape mismatch(es) (checkpoint vs network), e.g. {shapes[0]}" if shapes else "",
+    ]
     found = "; ".join(p for p in parts if p)
     return found or None
 

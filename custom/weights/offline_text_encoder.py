@@ -55,7 +55,9 @@ def build_offline_text_encoder(
             raise ValueError(f"report_style: expected one of {REPORT_STYLES}, found {report_style!r}")
         rng = np.random.default_rng(seed)
         styles = REPORT_STYLES if report_style == "long" else ("short",)
-        corpus = report_corpus(styles) + [write_report(sample_findings(rng), rng, style=report_style) for _ in range(2000)]
+        corpus = report_corpus(styles) + [
+            write_report(sample_findings(rng), rng, style=report_style) for _ in range(2000)
+        ]
         if report_style == "long":
             corpus += [write_report(sample_findings(rng), rng, style="short") for _ in range(500)]
 
@@ -94,10 +96,16 @@ def build_offline_text_encoder(
         if mlm_steps:
             # long reports are learned whole, in window-sized pieces; the short corpus stays exactly as the demo was
             # measured with (a few 3-finding short reports exceed the window and were truncated then)
-            pieces = _window_pieces(list(corpus), tokenizer, max_position_embeddings - 2) if report_style == "long" else list(corpus)
+            pieces = (
+                _window_pieces(list(corpus), tokenizer, max_position_embeddings - 2)
+                if report_style == "long"
+                else list(corpus)
+            )
             _masked_lm_pretraining(model, fast, pieces, mlm_steps, seed)
         encoder = BertModel(config)
-        encoder.load_state_dict(model.bert.state_dict(), strict=False)  # the MLM head is dropped; the pooler stays fresh
+        encoder.load_state_dict(
+            model.bert.state_dict(), strict=False
+        )  # the MLM head is dropped; the pooler stays fresh
     os.makedirs(out_dir, exist_ok=True)
     fast.save_pretrained(out_dir)
     encoder.save_pretrained(out_dir)

@@ -150,10 +150,7 @@ def _adapt_input_channels(source: torch.Tensor, target_shape: torch.Size, in_cha
 
 
 def transfer_weights(
-    network: torch.nn.Module,
-    path: str,
-    encoder_prefixes: Sequence[str] | None = None,
-    adapt_channels: bool = True,
+    network: torch.nn.Module, path: str, encoder_prefixes: Sequence[str] | None = None, adapt_channels: bool = True
 ) -> TransferReport:
     """Copy the encoder tensors of the checkpoint at ``path`` into ``network`` in place; returns the report.
 

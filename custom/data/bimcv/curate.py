@@ -146,8 +146,10 @@ def patient_splits(patients: Sequence[str], val_fraction: float, test_fraction: 
         counts.append(count)
     n_test, n_val = counts
     if n_test + n_val >= len(ordered) > 0:
-        raise DataError(f"splits: expected patients left for training, found {len(ordered)} patients for "
-                        f"{n_test} test + {n_val} validation")
+        raise DataError(
+            f"splits: expected patients left for training, found {len(ordered)} patients for "
+            f"{n_test} test + {n_val} validation"
+        )
     split_of = {}
     for i, patient in enumerate(shuffled):
         split_of[patient] = "test" if i < n_test else "validation" if i < n_test + n_val else "training"
@@ -163,8 +165,12 @@ def _read_reports(
     path: str, columns: BimcvColumns, extra_column: str | None
 ) -> tuple[dict[str, TsvRow], list[Exclusion]]:
     """Report rows keyed by study id (``sub-*_ses-*``); later rows with an already seen id become exclusions."""
-    required = {"report_id": columns.report_id, "patient_id": columns.patient_id, "report": columns.report,
-                "labels": columns.labels}
+    required = {
+        "report_id": columns.report_id,
+        "patient_id": columns.patient_id,
+        "report": columns.report,
+        "labels": columns.labels,
+    }
     if extra_column:
         required["translation"] = extra_column
     _, rows = read_tsv(path, required)
@@ -174,8 +180,16 @@ def _read_reports(
         subject = _prefixed(row.values[columns.patient_id], "sub-")
         study_id = f"{subject}_{_prefixed(row.values[columns.report_id], 'ses-')}"
         if study_id in by_study:
-            exclusions.append(Exclusion(study_id, subject, "report", f"{path}:{row.line}", "duplicate report row",
-                                        f"same ReportID as line {by_study[study_id].line}"))
+            exclusions.append(
+                Exclusion(
+                    study_id,
+                    subject,
+                    "report",
+                    f"{path}:{row.line}",
+                    "duplicate report row",
+                    f"same ReportID as line {by_study[study_id].line}",
+                )
+            )
         else:
             by_study[study_id] = row
     return by_study, exclusions
@@ -190,7 +204,9 @@ def _read_participants(root: str, columns: BimcvColumns) -> dict[str, dict]:
     for row in rows:
         age = re.findall(r"\d+", row.values.get(columns.age, ""))  # "[67]" in the real tables
         participants[_prefixed(row.values[columns.participant], "sub-")] = {
-            "age": int(age[0]) if age else None, "gender": row.values.get(columns.gender, "").strip() or None}
+            "age": int(age[0]) if age else None,
+            "gender": row.values.get(columns.gender, "").strip() or None,
+        }
     return participants
 
 
@@ -199,14 +215,20 @@ def _read_partitions(root: str, columns: BimcvColumns) -> dict[str, list[str]]:
     path = os.path.join(root, "derivatives", "partitions.tsv")
     if not os.path.isfile(path):
         return {}
-    _, rows = read_tsv(path, {"partition_subject": columns.partition_subject,
-                              "partition_session": columns.partition_session,
-                              "partition_filepath": columns.partition_filepath})
+    _, rows = read_tsv(
+        path,
+        {
+            "partition_subject": columns.partition_subject,
+            "partition_session": columns.partition_session,
+            "partition_filepath": columns.partition_filepath,
+        },
+    )
     listed: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         subject = _prefixed(row.values[columns.partition_subject], "sub-")
         listed[f"{subject}_{_prefixed(row.values[columns.partition_session], 'ses-')}"].append(
-            row.values[columns.partition_filepath].strip())
+            row.values[columns.partition_filepath].strip()
+        )
     return listed
 
 
@@ -216,8 +238,16 @@ def _missing_listed_files(root: str, listed: dict[str, list[str]]) -> list[Exclu
     for study_id, paths in sorted(listed.items()):
         for rel in paths:
             if not any(os.path.exists(os.path.join(base, rel)) for base in (root, os.path.dirname(root))):
-                exclusions.append(Exclusion(study_id, study_id.split("_")[0], "series", rel, "missing file",
-                                            "listed in derivatives/partitions.tsv, not on disk"))
+                exclusions.append(
+                    Exclusion(
+                        study_id,
+                        study_id.split("_")[0],
+                        "series",
+                        rel,
+                        "missing file",
+                        "listed in derivatives/partitions.tsv, not on disk",
+                    )
+                )
     return exclusions
 
 
@@ -227,8 +257,10 @@ def _read_ehr_results(root: str, columns: BimcvColumns) -> dict[str, list[str]]:
     results: dict[str, list[str]] = defaultdict(list)
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         if name.endswith(".tsv"):
-            _, rows = read_tsv(os.path.join(folder, name), {"ehr_participant": columns.ehr_participant,
-                                                             "ehr_result": columns.ehr_result})
+            _, rows = read_tsv(
+                os.path.join(folder, name),
+                {"ehr_participant": columns.ehr_participant, "ehr_result": columns.ehr_result},
+            )
             for row in rows:
                 participant = _prefixed(row.values[columns.ehr_participant], "sub-")
                 results[participant].append(row.values[columns.ehr_result].strip())
@@ -287,8 +319,16 @@ def _select_volumes(
         chosen[study_id] = options[index]
         for i, (item, _, _) in enumerate(options):
             if i != index:
-                exclusions.append(Exclusion(study_id, item.subject, "series", item.rel_path, "not selected",
-                                            f"one volume per study: {options[index][0].rel_path} preferred"))
+                exclusions.append(
+                    Exclusion(
+                        study_id,
+                        item.subject,
+                        "series",
+                        item.rel_path,
+                        "not selected",
+                        f"one volume per study: {options[index][0].rel_path} preferred",
+                    )
+                )
     return chosen, exclusions
 
 
@@ -296,21 +336,37 @@ def _summary(values: Sequence[float]) -> dict:
     if not values:
         return {}
     array = np.asarray(values, dtype=float)
-    return {"min": float(array.min()), "median": float(np.median(array)), "mean": round(float(array.mean()), 3),
-            "max": float(array.max())}
+    return {
+        "min": float(array.min()),
+        "median": float(np.median(array)),
+        "mean": round(float(array.mean()), 3),
+        "max": float(array.max()),
+    }
 
 
 def _counts(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
 
-def _stats(studies: list[CuratedStudy], exclusions: list[Exclusion], split_of: dict[str, str], classes: list[str],
-           min_positive: int, participants: dict[str, dict], ehr_results: dict[str, list[str]]) -> dict:
+def _stats(
+    studies: list[CuratedStudy],
+    exclusions: list[Exclusion],
+    split_of: dict[str, str],
+    classes: list[str],
+    min_positive: int,
+    participants: dict[str, dict],
+    ehr_results: dict[str, list[str]],
+) -> dict:
     shapes = np.array([s.probe["shape"] for s in studies]).reshape(-1, 3)
     spacings = np.array([s.probe["spacing"] for s in studies]).reshape(-1, 3)
     frequencies = Counter(term for s in studies for term in s.terms)
-    per_split = {name: {"patients": len({s.patient_id for s in studies if split_of[s.patient_id] == name}),
-                        "studies": sum(split_of[s.patient_id] == name for s in studies)} for name in SPLITS}
+    per_split = {
+        name: {
+            "patients": len({s.patient_id for s in studies if split_of[s.patient_id] == name}),
+            "studies": sum(split_of[s.patient_id] == name for s in studies),
+        }
+        for name in SPLITS
+    }
     ages = [p["age"] for pid, p in participants.items() if p["age"] is not None and pid in split_of]
     return {
         "patients": len({s.patient_id for s in studies}),
@@ -371,8 +427,16 @@ def _plot_stats(stats: dict, studies: list[CuratedStudy], out: str) -> None:
 
 
 def _write_outputs(
-    out: str, studies: list[CuratedStudy], exclusions: list[Exclusion], min_positive: int, val_fraction: float,
-    test_fraction: float, fractions: Sequence[float], seed: int, source: dict, participants: dict[str, dict],
+    out: str,
+    studies: list[CuratedStudy],
+    exclusions: list[Exclusion],
+    min_positive: int,
+    val_fraction: float,
+    test_fraction: float,
+    fractions: Sequence[float],
+    seed: int,
+    source: dict,
+    participants: dict[str, dict],
     ehr_results: dict[str, list[str]],
 ) -> dict:
     """Splits, class list, datalists, exclusions, stats and plots; returns the summary."""
@@ -385,11 +449,28 @@ def _write_outputs(
         labels = [term for term in classes if term in study.terms]
         image = os.path.relpath(study.image, out)
         split = split_of[study.patient_id]
-        pairs[split].append({"image": image, "report": study.report, "patient_id": study.patient_id,
-                             "study_id": study.study_id, "labels": labels, "label_vector": vector,
-                             "all_labels": study.terms, **study.extra})
-        classification[split].append({"image": image, "label": vector, "label_vector": vector, "labels": labels,
-                                      "patient_id": study.patient_id, "study_id": study.study_id})
+        pairs[split].append(
+            {
+                "image": image,
+                "report": study.report,
+                "patient_id": study.patient_id,
+                "study_id": study.study_id,
+                "labels": labels,
+                "label_vector": vector,
+                "all_labels": study.terms,
+                **study.extra,
+            }
+        )
+        classification[split].append(
+            {
+                "image": image,
+                "label": vector,
+                "label_vector": vector,
+                "labels": labels,
+                "patient_id": study.patient_id,
+                "study_id": study.study_id,
+            }
+        )
     written = []
     pairs_json = json.dumps({**pairs, "finding_names": classes, "source": source}, indent=1, ensure_ascii=False)
     classification_doc = {**classification, "class_names": classes, "finding_names": classes, "source": source}
@@ -413,8 +494,14 @@ def _write_outputs(
     if STATS_NAME in written or not all(os.path.isfile(os.path.join(out, p)) for p in plots):
         _plot_stats(stats, studies, out)
         written.extend(plots)
-    return {"out": out, "studies": len(studies), "patients": stats["patients"], "classes": len(classes),
-            "exclusions": len(exclusions), "written": written}
+    return {
+        "out": out,
+        "studies": len(studies),
+        "patients": stats["patients"],
+        "classes": len(classes),
+        "exclusions": len(exclusions),
+        "written": written,
+    }
 
 
 def _print_dry_run(studies: list[CuratedStudy], exclusions: list[Exclusion]) -> None:
@@ -512,14 +599,30 @@ def curate(
     known_studies = {s.study_id for s in series} | set(listed)  # listed-but-missing ones are excluded already
     for study_id, row in sorted(reports.items()):
         if study_id not in known_studies:
-            exclusions.append(Exclusion(study_id, study_id.split("_")[0], "report", f"{labels_path}:{row.line}",
-                                        "no image", "no image series for this report"))
+            exclusions.append(
+                Exclusion(
+                    study_id,
+                    study_id.split("_")[0],
+                    "report",
+                    f"{labels_path}:{row.line}",
+                    "no image",
+                    "no image series for this report",
+                )
+            )
     excluded_studies = {e.study_id for e in exclusions}
     for study_id, where in sorted(session_rows.items()):  # a session listed with no image and no report row
         if study_id not in known_studies and study_id not in excluded_studies:
             subject, _, session = study_id.partition("_")
-            exclusions.append(Exclusion(study_id, subject, "session", where, "no image",
-                                        f"{where}: expected image series under {subject}/{session}, found none"))
+            exclusions.append(
+                Exclusion(
+                    study_id,
+                    subject,
+                    "session",
+                    where,
+                    "no image",
+                    f"{where}: expected image series under {subject}/{session}, found none",
+                )
+            )
     probes.save()
 
     studies = []
@@ -531,8 +634,13 @@ def curate(
         except DataError as err:
             exclusions.append(Exclusion(study_id, item.subject, "study", item.rel_path, "unparsable labels", str(err)))
             continue
-        extra = {"study_date": study_dates.get(study_id, ""), "series": item.rel_path, "report_es": cleaned,
-                 "report_chars_raw": len(raw), "report_chars_clean": len(cleaned)}
+        extra = {
+            "study_date": study_dates.get(study_id, ""),
+            "series": item.rel_path,
+            "report_es": cleaned,
+            "report_chars_raw": len(raw),
+            "report_chars_clean": len(cleaned),
+        }
         studies.append(CuratedStudy(study_id, item.subject, image, "", terms, probe, extra))
     if dry_run:
         _print_dry_run(studies, exclusions)
@@ -541,8 +649,13 @@ def curate(
     if translated_column:
         english = [clean_report(reports[s.study_id].values[translated_column]) for s in studies]
     else:
-        translator = make_translator(translation, batch_size=translation_batch_size,
-                                     max_new_tokens=translation_max_new_tokens, device=device) if named else translation
+        translator = (
+            make_translator(
+                translation, batch_size=translation_batch_size, max_new_tokens=translation_max_new_tokens, device=device
+            )
+            if named
+            else translation
+        )
         cached = CachedTranslator(translator, os.path.join(out, "cache", "translations.jsonl"), progress)
         english = cached.translate([s.extra["report_es"] for s in studies], batch_size=translation_batch_size)
     empty = set()
@@ -552,16 +665,41 @@ def curate(
             empty.add(study.study_id)
             where = f"{labels_path}:{reports[study.study_id].line}"
             found = f"{study.report!r}" if study.report else "nothing"
-            exclusions.append(Exclusion(
-                study.study_id, study.patient_id, "study", study.extra["series"], "empty translation",
-                f"{where}: expected English text for a {len(study.extra['report_es'])}-character report, found {found}"))
+            exclusions.append(
+                Exclusion(
+                    study.study_id,
+                    study.patient_id,
+                    "study",
+                    study.extra["series"],
+                    "empty translation",
+                    f"{where}: expected English text for a {len(study.extra['report_es'])}-character report, "
+                    f"found {found}",
+                )
+            )
     studies = [study for study in studies if study.study_id not in empty]
     _refuse_nothing_left(root, studies, exclusions)
-    source = {"kind": "bimcv-mids", "root": root, "labels_tsv": labels_tsv,
-              "translation": translation if named else translation.name,
-              "min_positive": min_positive, "min_slices": min_slices, "seed": seed}
-    return _write_outputs(out, studies, exclusions, min_positive, val_fraction, test_fraction, fractions, seed,
-                          source, participants, _read_ehr_results(root, columns_config))
+    source = {
+        "kind": "bimcv-mids",
+        "root": root,
+        "labels_tsv": labels_tsv,
+        "translation": translation if named else translation.name,
+        "min_positive": min_positive,
+        "min_slices": min_slices,
+        "seed": seed,
+    }
+    return _write_outputs(
+        out,
+        studies,
+        exclusions,
+        min_positive,
+        val_fraction,
+        test_fraction,
+        fractions,
+        seed,
+        source,
+        participants,
+        _read_ehr_results(root, columns_config),
+    )
 
 
 def _refuse_nothing_left(source: str, studies: Sequence[CuratedStudy], exclusions: Sequence[Exclusion]) -> None:
@@ -574,10 +712,15 @@ def _refuse_nothing_left(source: str, studies: Sequence[CuratedStudy], exclusion
     first = sorted(exclusions, key=lambda e: (e.study_id, e.level, e.path))[0]
     reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(Counter(e.reason for e in exclusions).items()))
     detail = " ".join(str(first.detail).split())
-    detail = detail if first.path and first.path in detail else f"{first.path}: {first.reason}" + (
-        f" ({detail})" if detail else "")
-    raise DataError(f"{source}: expected at least one usable study, found none ({len(exclusions)} excluded: "
-                    f"{reasons}; first: {detail})")
+    detail = (
+        detail
+        if first.path and first.path in detail
+        else f"{first.path}: {first.reason}" + (f" ({detail})" if detail else "")
+    )
+    raise DataError(
+        f"{source}: expected at least one usable study, found none ({len(exclusions)} excluded: "
+        f"{reasons}; first: {detail})"
+    )
 
 
 def _read_csv_text(path: str) -> str:
@@ -593,8 +736,10 @@ def _read_csv_text(path: str) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: expected UTF-8 text, found byte 0x{raw[err.start]:02x} at offset {err.start} "
-                        f"(line {line}); re-encode the whole file as UTF-8") from None
+        raise DataError(
+            f"{path}: expected UTF-8 text, found byte 0x{raw[err.start]:02x} at offset {err.start} "
+            f"(line {line}); re-encode the whole file as UTF-8"
+        ) from None
 
 
 def _has_words(text: str) -> bool:
@@ -633,8 +778,11 @@ def curate_csv(
     base = os.path.dirname(os.path.abspath(csv_path))
     reader = csv.DictReader(io.StringIO(_read_csv_text(csv_path), newline=""))
     header = reader.fieldnames or []
-    for option, column in (("image_column", image_column), ("report_column", report_column),
-                           ("patient_column", patient_column)):
+    for option, column in (
+        ("image_column", image_column),
+        ("report_column", report_column),
+        ("patient_column", patient_column),
+    ):
         if column and column not in header:
             raise DataError(f"{csv_path}: expected column '{column}' (option '{option}'), found columns {header}")
     rows, line = [], reader.line_num + 1
@@ -646,9 +794,16 @@ def curate_csv(
     for line, row in tqdm(rows, desc="probe images", unit="image", disable=not progress):
         relative = row.get(image_column, "").strip()
         if not relative:
-            exclusions.append(Exclusion(f"{os.path.basename(csv_path)}:{line}", "", "study", f"{csv_path}:{line}",
-                                        "no image", f"{csv_path}:{line}: expected an image path in column "
-                                        f"'{image_column}', found nothing"))
+            exclusions.append(
+                Exclusion(
+                    f"{os.path.basename(csv_path)}:{line}",
+                    "",
+                    "study",
+                    f"{csv_path}:{line}",
+                    "no image",
+                    f"{csv_path}:{line}: expected an image path in column '{image_column}', found nothing",
+                )
+            )
             continue
         image = relative if os.path.isabs(relative) else os.path.join(base, relative)
         stem = os.path.basename(relative).split(".")[0]
@@ -656,8 +811,9 @@ def curate_csv(
         session = _entity(relative, "ses")
         study_id = f"{patient}_{session}" if session else stem
         try:
-            report = clean_report(check_report_text(row.get(report_column, ""),
-                                                    f"{csv_path}:{line} column {report_column}"))
+            report = clean_report(
+                check_report_text(row.get(report_column, ""), f"{csv_path}:{line} column {report_column}")
+            )
         except DataError as err:
             exclusions.append(Exclusion(study_id, patient, "study", relative, "empty report", str(err)))
             continue
@@ -669,11 +825,20 @@ def curate_csv(
             exclusions.append(Exclusion(study_id, patient, "study", relative, "unreadable image", str(err)))
             continue
         if probe["shape"][2] < min_slices:
-            exclusions.append(Exclusion(study_id, patient, "study", relative, "too few slices",
-                                        f"{probe['shape'][2]} < {min_slices}"))
+            exclusions.append(
+                Exclusion(study_id, patient, "study", relative, "too few slices", f"{probe['shape'][2]} < {min_slices}")
+            )
         elif probe["content_sha1"] in seen_content:
-            exclusions.append(Exclusion(study_id, patient, "study", relative, "duplicate study",
-                                        f"same voxels as {seen_content[probe['content_sha1']]}"))
+            exclusions.append(
+                Exclusion(
+                    study_id,
+                    patient,
+                    "study",
+                    relative,
+                    "duplicate study",
+                    f"same voxels as {seen_content[probe['content_sha1']]}",
+                )
+            )
         else:
             seen_content[probe["content_sha1"]] = study_id
             terms = english_terms(report, uncertain_as)
@@ -684,7 +849,14 @@ def curate_csv(
         _print_dry_run(studies, exclusions)
         return {"dry_run": True, "studies": len(studies), "exclusions": len(exclusions)}
     _refuse_nothing_left(csv_path, studies, exclusions)
-    source = {"kind": "bimcv-r-csv", "csv": os.path.abspath(csv_path), "uncertain_as": uncertain_as,
-              "min_positive": min_positive, "min_slices": min_slices, "seed": seed}
-    return _write_outputs(out, studies, exclusions, min_positive, val_fraction, test_fraction, fractions, seed,
-                          source, {}, {})
+    source = {
+        "kind": "bimcv-r-csv",
+        "csv": os.path.abspath(csv_path),
+        "uncertain_as": uncertain_as,
+        "min_positive": min_positive,
+        "min_slices": min_slices,
+        "seed": seed,
+    }
+    return _write_outputs(
+        out, studies, exclusions, min_positive, val_fraction, test_fraction, fractions, seed, source, {}, {}
+    )

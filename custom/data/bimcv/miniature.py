@@ -123,8 +123,14 @@ def _write_sidecar(image_path: str, tags: dict) -> None:
 
 
 def _ct_tags(spacing: Sequence[float], body_part: str = "CHEST") -> dict:
-    return {"Modality": "CT", "BodyPartExamined": body_part, "SliceThickness": float(spacing[2]),
-            "PixelSpacing": [float(spacing[0]), float(spacing[1])], "Manufacturer": "SIEMENS", "KVP": 120}
+    return {
+        "Modality": "CT",
+        "BodyPartExamined": body_part,
+        "SliceThickness": float(spacing[2]),
+        "PixelSpacing": [float(spacing[0]), float(spacing[1])],
+        "Manufacturer": "SIEMENS",
+        "KVP": 120,
+    }
 
 
 def make_miniature(
@@ -160,8 +166,16 @@ def make_miniature(
         sessions_of[subject].append([session, study_date, "TC"])
         return session, os.path.join(root, subject, session)
 
-    def add_ct(subject: str, session: str, ses_dir: str, findings: list, slices: int | None = None, run: int = 1,
-               body_part: str = "chest", ct_spacing: Sequence[float] = spacing) -> str:
+    def add_ct(
+        subject: str,
+        session: str,
+        ses_dir: str,
+        findings: list,
+        slices: int | None = None,
+        run: int = 1,
+        body_part: str = "chest",
+        ct_spacing: Sequence[float] = spacing,
+    ) -> str:
         volume_shape = (*shape[:2], slices or shape[2])
         phantom = render_phantom(findings, shape=volume_shape, spacing=tuple(ct_spacing), seed=int(rng.integers(2**31)))
         name = f"{subject}_{session}_run-{run}_bp-{body_part}_ct.nii.gz"
@@ -184,8 +198,12 @@ def make_miniature(
 
     def record(subject: str, session: str, findings: list, status: str, defect: str | None = None) -> str:
         study_id = f"{subject}_{session}"
-        truth["studies"][study_id] = {"subject": subject, "session": session,
-                                      "findings": [f.name for f in findings], "status": status}
+        truth["studies"][study_id] = {
+            "subject": subject,
+            "session": session,
+            "findings": [f.name for f in findings],
+            "status": status,
+        }
         if defect:
             truth["defects"][defect] = study_id
         return study_id
@@ -205,8 +223,15 @@ def make_miniature(
                 _write_sidecar(png, {"Modality": "CR", "BodyPartExamined": "CHEST", "ViewPosition": "PA"})
                 partitions.append([subject, session, os.path.relpath(png, root)])
             if index == 0:  # a second, thicker CT series with fewer slices: the policy must pick the first
-                add_ct(subject, session, ses_dir, findings, slices=shape[2] // 2, run=2,
-                       ct_spacing=(spacing[0], spacing[1], spacing[2] * 2))
+                add_ct(
+                    subject,
+                    session,
+                    ses_dir,
+                    findings,
+                    slices=shape[2] // 2,
+                    run=2,
+                    ct_spacing=(spacing[0], spacing[1], spacing[2] * 2),
+                )
                 truth["two_series_study"] = f"{subject}_{session}"
                 truth["selected_series"] = os.path.relpath(path, root)
             add_report(subject, session, findings)
@@ -302,16 +327,25 @@ def make_miniature(
 
     # tables
     ages = rng.integers(25, 90, size=num_patients)
-    _write_tsv(os.path.join(root, "participants.tsv"), ["participant", "modality_dicom", "gender", "age"],
-               [[s, "['CT']", str(rng.choice(["M", "F"])), f"[{int(a)}]"] for s, a in zip(subjects, ages)])
+    _write_tsv(
+        os.path.join(root, "participants.tsv"),
+        ["participant", "modality_dicom", "gender", "age"],
+        [[s, "['CT']", str(rng.choice(["M", "F"])), f"[{int(a)}]"] for s, a in zip(subjects, ages)],
+    )
     for subject, rows in sessions_of.items():
         header = ["session_id", "study_date", "medical_evaluation"]
         _write_tsv(os.path.join(root, subject, f"{subject}_sessions.tsv"), header, rows)
     _write_tsv(os.path.join(root, "derivatives", "partitions.tsv"), ["subject", "session", "filepath"], partitions)
     header = ["ReportID", "PatientID", "Report", "Labels"] + (["Report_en"] if english_column else [])
     _write_tsv(os.path.join(root, LABELS_TSV), header, report_rows, latin1_rows)
-    ehr = [[s, f"{int(rng.integers(1, 29)):02d}.{int(rng.integers(1, 13)):02d}.2020",
-            str(rng.choice(["POSITIVO", "NEGATIVO"]))] for s in subjects]
+    ehr = [
+        [
+            s,
+            f"{int(rng.integers(1, 29)):02d}.{int(rng.integers(1, 13)):02d}.2020",
+            str(rng.choice(["POSITIVO", "NEGATIVO"])),
+        ]
+        for s in subjects
+    ]
     ehr_path = os.path.join(root, "derivatives", "EHR", "sil_reg_covid_posi.tsv")
     _write_tsv(ehr_path, ["participant", "date", "result"], ehr)
     with open(os.path.join(root, TRUTH_NAME), "w", encoding="utf-8") as f:

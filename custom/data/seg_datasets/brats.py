@@ -74,9 +74,18 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     "2021": Layout("BraTS 2021", "_", ("flair", "t1", "t1ce", "t2"), "seg", "brats", dict(BRATS_LABELS)),
-    "2023": Layout("BraTS 2023", "-", ("t2f", "t1n", "t1c", "t2w"), "seg", "brats2023",
-                   {1: "necrotic tumour core (NCR)", 2: "surrounding non-enhancing FLAIR hyperintensity (SNFH, edema)",
-                    3: "enhancing tumour (ET)"}),
+    "2023": Layout(
+        "BraTS 2023",
+        "-",
+        ("t2f", "t1n", "t1c", "t2w"),
+        "seg",
+        "brats2023",
+        {
+            1: "necrotic tumour core (NCR)",
+            2: "surrounding non-enhancing FLAIR hyperintensity (SNFH, edema)",
+            3: "enhancing tumour (ET)",
+        },
+    ),
 }
 _2021_TO_2023 = {1: 1, 2: 2, 4: 3}  # the miniature's phantom is labelled in BraTS 2021 numbering
 
@@ -120,18 +129,23 @@ def case_row(case_dir: str, dataset_dir: str, require_label: bool = True) -> dic
         row["label"] = os.path.relpath(label, dataset_dir)
     elif require_label:
         raise DataError(
-            f"{case_dir}: expected the segmentation {layout.file_name(case, layout.label_suffix)}, found none")
+            f"{case_dir}: expected the segmentation {layout.file_name(case, layout.label_suffix)}, found none"
+        )
     return row
 
 
 def _case_dirs(dataset_dir: str) -> list[str]:
     if not os.path.isdir(dataset_dir):
         raise DataError(f"{dataset_dir}: expected a folder of BraTS case folders, found no such folder")
-    case_dirs = sorted(d for d in glob.glob(os.path.join(glob.escape(dataset_dir), "*"))
-                       if os.path.isdir(d) and not os.path.basename(d).startswith("."))
+    case_dirs = sorted(
+        d
+        for d in glob.glob(os.path.join(glob.escape(dataset_dir), "*"))
+        if os.path.isdir(d) and not os.path.basename(d).startswith(".")
+    )
     if not case_dirs:
-        raise DataError(f"{dataset_dir}: expected BraTS case folders (BraTS2021_XXXXX/ or BraTS-GLI-XXXXX-XXX/), "
-                        "found none")
+        raise DataError(
+            f"{dataset_dir}: expected BraTS case folders (BraTS2021_XXXXX/ or BraTS-GLI-XXXXX-XXX/), found none"
+        )
     return case_dirs
 
 
@@ -156,8 +170,10 @@ def build_datalist(dataset_dir: str, val_fraction: float = 0.2, seed: int = 0) -
         "description": f"{layout.name} training data (seeded validation split, seed {seed})",
         "labels": {"0": "background", **{str(k): v for k, v in layout.labels.items()}},
         "tumour_label_scheme": layout.label_scheme,
-        "modality": {i: m if m == suffix else f"{m} ({suffix})"
-                     for i, (m, suffix) in enumerate(zip(MR_MODALITIES, layout.modalities))},
+        "modality": {
+            i: m if m == suffix else f"{m} ({suffix})"
+            for i, (m, suffix) in enumerate(zip(MR_MODALITIES, layout.modalities))
+        },
         "training": [r for r in rows if r["patient_id"] not in validation],
         "validation": [r for r in rows if r["patient_id"] in validation],
     }
@@ -174,8 +190,10 @@ def inference_images(dataset_dir: str) -> list[list[str]]:
     channel order: the ``images`` of ``inference.json``."""
     case_dirs = _case_dirs(dataset_dir)
     _one_layout(dataset_dir, case_dirs)
-    return [[os.path.join(dataset_dir, p) for p in case_row(d, dataset_dir, require_label=False)["image"]]
-            for d in case_dirs]
+    return [
+        [os.path.join(dataset_dir, p) for p in case_row(d, dataset_dir, require_label=False)["image"]]
+        for d in case_dirs
+    ]
 
 
 def write_miniature(
@@ -210,7 +228,8 @@ def write_miniature(
 def ensure_miniature(dataset_dir: str, num_cases: int = 10, seed: int = 0, layout: str = "2021") -> str:
     """The miniature's ``datalist.json``, writing the miniature first if it is missing (safe under DDP)."""
     return ensure_dataset(
-        dataset_dir, DATALIST_NAME, lambda folder: write_miniature(folder, num_cases, seed=seed, layout=layout))
+        dataset_dir, DATALIST_NAME, lambda folder: write_miniature(folder, num_cases, seed=seed, layout=layout)
+    )
 
 
 if __name__ == "__main__":

@@ -40,16 +40,20 @@ __all__ = [
 BTCV_CASE_IDS: tuple[int, ...] = (*range(1, 11), *range(21, 41))
 BTCV_VALIDATION_IDS: frozenset[int] = frozenset(range(35, 41))
 #: BTCV organ id <- TotalSegmentator "total" class id (every other TotalSegmentator id is background for BTCV)
+# fmt: off
 TOTALSEGMENTATOR_TO_BTCV: dict[int, int] = {
     1: 1, 2: 2, 3: 3, 4: 4, 15: 5, 5: 6, 6: 7, 52: 8, 63: 9, 64: 10, 7: 11, 8: 12, 9: 13
 }
+# fmt: on
 DATALIST_NAME = "dataset_0.json"
 # Portal-venous-phase HU per BTCV organ (BTCV scans are contrast-enhanced): the miniature repaints the phantom's
 # unenhanced organs with these, so organs differ in intensity as they do in the real data, not only in position
+# fmt: off
 _PORTAL_VENOUS_HU: dict[int, float] = {
     1: 120.0, 2: 180.0, 3: 180.0, 4: 10.0, 5: 45.0, 6: 105.0, 7: 25.0,
     8: 170.0, 9: 140.0, 10: 160.0, 11: 85.0, 12: 55.0, 13: 55.0,
 }
+# fmt: on
 # the abdomen (kidneys to diaphragm) starts 0.1 of the way up the phantom: in units of the slab height / 10
 _ABDOMEN_START = 2
 _LAYOUTS = (
@@ -65,7 +69,8 @@ def _case_number(path: str) -> int | None:
 
 def build_datalist(dataset_dir: str) -> dict:
     """``{"training", "validation"}`` rows (paths relative to ``dataset_dir``) from either BTCV layout."""
-    for image_dir, label_dir in _LAYOUTS:
+    for layout in _LAYOUTS:
+        image_dir, label_dir = layout  # label_dir is read after the loop, for the layout that has images
         images = sorted(glob.glob(os.path.join(dataset_dir, image_dir, "img*.nii*")))
         if images:
             break
@@ -79,11 +84,13 @@ def build_datalist(dataset_dir: str) -> dict:
         labels = glob.glob(os.path.join(dataset_dir, label_dir, f"label{number:04d}.nii*"))
         if not labels:
             raise DataError(f"{image}: expected its label {label_dir}/label{number:04d}.nii.gz, found none")
-        rows.append({
-            "image": os.path.relpath(image, dataset_dir),
-            "label": os.path.relpath(labels[0], dataset_dir),
-            "patient_id": f"btcv{number:04d}",
-        })
+        rows.append(
+            {
+                "image": os.path.relpath(image, dataset_dir),
+                "label": os.path.relpath(labels[0], dataset_dir),
+                "patient_id": f"btcv{number:04d}",
+            }
+        )
     numbers = [_case_number(r["image"]) for r in rows]
     # the published split when those cases exist, else the same proportion (1 in 5) from the end
     val_ids = set(numbers) & BTCV_VALIDATION_IDS or set(numbers[-max(1, math.ceil(len(numbers) / 5)) :])

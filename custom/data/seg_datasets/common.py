@@ -19,13 +19,7 @@ import numpy as np
 from custom.data.checks import DataError, read_json_object
 from custom.data.label_fractions import label_fraction_subsets, write_label_fraction_datalists
 
-__all__ = [
-    "write_nifti",
-    "split_validation",
-    "write_datalist",
-    "load_split",
-    "ensure_dataset",
-]
+__all__ = ["write_nifti", "split_validation", "write_datalist", "load_split", "ensure_dataset"]
 
 _PATH_KEYS = ("image", "label")
 
@@ -70,11 +64,7 @@ def _default_patient_id(row: dict) -> str:
 
 
 def load_split(
-    datalist: str,
-    split: str = "training",
-    dataset_dir: str | None = None,
-    label_fraction: float = 1.0,
-    seed: int = 0,
+    datalist: str, split: str = "training", dataset_dir: str | None = None, label_fraction: float = 1.0, seed: int = 0
 ) -> list[dict]:
     """Rows of ``split`` with absolute, existing paths; for ``label_fraction < 1`` the nested seeded patient subset.
 

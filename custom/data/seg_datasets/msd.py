@@ -28,13 +28,7 @@ from custom.data.seg_datasets.common import ensure_dataset, split_validation, wr
 from custom.data.synthetic_ct import FINDING_NAMES, Finding, render_phantom
 from custom.data.synthetic_mr import render_brain_phantom
 
-__all__ = [
-    "build_datalist",
-    "prepare",
-    "write_lung_miniature",
-    "write_brain_miniature",
-    "ensure_lung_miniature",
-]
+__all__ = ["build_datalist", "prepare", "write_lung_miniature", "write_brain_miniature", "ensure_lung_miniature"]
 
 DATALIST_NAME = "datalist.json"
 # dataset.json "name" -> label numbering; Task01_BrainTumour is named "BRATS" but does not use the BraTS numbering

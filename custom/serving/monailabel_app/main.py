@@ -12,7 +12,6 @@ Runs inside MONAI Label's venv; it imports nothing from this repository (the bun
 import json
 import logging
 import os
-from typing import Dict
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
@@ -47,8 +46,8 @@ class MyApp(MONAILabelApp):
             version=monailabel.__version__,
         )
 
-    def init_infers(self) -> Dict[str, InferTask]:
-        infers: Dict[str, InferTask] = {}
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
         for name, path in self.models.items():
             infer_type = bundle_infer_type(path)
             task = BundleInferTask(
@@ -60,5 +59,5 @@ class MyApp(MONAILabelApp):
             infers[name] = task
         return infers
 
-    def init_trainers(self) -> Dict[str, TrainTask]:
+    def init_trainers(self) -> dict[str, TrainTask]:
         return {}  # training runs through `python -m monai.bundle run`, not through the labelling server

@@ -199,7 +199,7 @@ def test_a_save_killed_by_sigkill_leaves_an_orphan_that_the_next_save_deletes(tm
 def test_a_crash_mid_epoch_resumes_from_the_last_iteration_checkpoint(tmp_path):
     from ignite.engine import Engine, Events
 
-    from custom.engines.checkpointing import ResumableCheckpoint
+    from custom.handlers.checkpointing import ResumableCheckpoint
 
     torch.manual_seed(0)
 

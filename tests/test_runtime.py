@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from custom.data.checks import DataError
-from custom.engines.finite_loss import NonFiniteLossError, StopOnNonFiniteLoss, batch_sources, check_finite_loss
+from custom.handlers.finite_loss import NonFiniteLossError, StopOnNonFiniteLoss, batch_sources, check_finite_loss
 from custom.runtime.errors import one_line_message
 from custom.runtime.overrides import UnknownOverrideError, check_overrides, command_line_overrides
 

@@ -22,10 +22,10 @@ from ignite.engine import Engine
 from custom.data.checks import DataError
 from custom.data.classification_datalist import read_class_names
 from custom.data.synthetic_ct import FINDING_NAMES
-from custom.engines.retrieval_report import RetrievalReport
-from custom.engines.zero_shot_handler import ZeroShotClassification
 from custom.evaluation.retrieval import retrieval_metrics
 from custom.evaluation.zero_shot import PROMPTS_DIR, class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
+from custom.handlers.retrieval_report import RetrievalReport
+from custom.handlers.zero_shot_classification import ZeroShotClassification
 
 _PRETRAIN: dict[str, str] = {}
 

@@ -10,8 +10,8 @@ import sys
 import torch
 from ignite.handlers import ProgressBar
 
-from custom.engines.finite_loss import batch_sources, check_finite_loss
 from custom.engines.t3d_trainer import T3DTrainer, step_terms
+from custom.handlers.finite_loss import batch_sources, check_finite_loss
 from custom.losses.ssl_losses import SwinSSLLoss
 from custom.losses.tir import MaskedRestorationLoss
 from custom.transforms.corruption import BlockMaskCorruption

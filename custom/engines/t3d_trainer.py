@@ -13,8 +13,8 @@ from monai.engines import Trainer
 from monai.utils import ensure_tuple
 from torch.utils.data import DataLoader, DistributedSampler
 
-from custom.engines.finite_loss import batch_sources, check_finite_loss
 from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
+from custom.handlers.finite_loss import batch_sources, check_finite_loss
 from custom.losses.report_affinity import ReportAffinity
 from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss

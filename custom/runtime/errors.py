@@ -21,7 +21,7 @@ import traceback
 from types import TracebackType
 
 from custom.data.checks import DataError
-from custom.engines.finite_loss import NonFiniteLossError
+from custom.handlers.finite_loss import NonFiniteLossError
 from custom.runtime.overrides import UnknownOverrideError
 from custom.weights.checkpoint import CheckpointLoadError
 from custom.weights.transfer import WeightTransferError

@@ -5,7 +5,7 @@ a ``T3DModel``). It collects every volume's embedding with its dataset index; at
 with the model's own text tower and projection (:func:`custom.evaluation.zero_shot.class_prompt_embeddings`),
 scores each class (:func:`custom.evaluation.zero_shot.zero_shot_probabilities`, the model's learnt temperature),
 and writes ``zero_shot_metrics.json`` / ``zero_shot_per_class.csv`` / ``zero_shot_predictions.csv`` /
-``zero_shot_roc_curves.png`` through :class:`~custom.engines.classification_report.ClassificationReport`'s writer.
+``zero_shot_roc_curves.png`` through :class:`~custom.handlers.classification_report.ClassificationReport`'s writer.
 ``engine.state.metrics["zero_shot_macro_auroc"]`` gets the macro AUROC (chance 0.5). No fine-tuning happens.
 
 Labels are each row's multi-hot ``label_vector`` over ``class_names`` (checked: wrong length stops the run).
@@ -19,9 +19,9 @@ import torch
 from ignite.engine import Engine
 
 from custom.data.checks import DataError
-from custom.engines.classification_report import ClassificationReport
-from custom.engines.embedding_collector import EmbeddingCollector
 from custom.evaluation.zero_shot import class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
+from custom.handlers.classification_report import ClassificationReport
+from custom.handlers.embedding_collector import EmbeddingCollector
 from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.weights.checkpoint import unwrap
 

@@ -27,9 +27,9 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from custom.data.checks import DataError
-from custom.engines.multilabel_metric import gather_rows
 from custom.evaluation.classification_metrics import classification_report
 from custom.evaluation.figures import plot_roc_curves
+from custom.handlers.multilabel_metric import gather_rows
 
 __all__ = ["ClassificationReport", "read_thresholds"]
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from ignite.engine import Engine, Events
 
-from custom.engines.classification_report import _filename, read_thresholds
+from custom.handlers.classification_report import _filename, read_thresholds
 
 __all__ = ["ProbabilityWriter"]
 

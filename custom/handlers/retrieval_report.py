@@ -20,9 +20,9 @@ import torch
 from ignite.engine import Engine
 
 from custom.data.checks import load_nifti_checked
-from custom.engines.embedding_collector import EmbeddingCollector
 from custom.evaluation.figures import mid_slice, plot_retrieval_sheet
 from custom.evaluation.retrieval import retrieval_metrics, retrieval_ranks
+from custom.handlers.embedding_collector import EmbeddingCollector
 
 __all__ = ["RetrievalReport"]
 

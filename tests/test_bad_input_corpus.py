@@ -38,6 +38,8 @@ import numpy as np
 import pytest
 from conftest import BUNDLES, REPO_ROOT, folder_tree
 
+pytestmark = pytest.mark.slow
+
 # ---------------------------------------------------------------------------------------------- the fork server
 _SERVER = r"""
 import importlib, json, os, runpy, sys, time, signal

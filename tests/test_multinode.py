@@ -10,9 +10,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from conftest import BUNDLES
 
 from custom.weights.checkpoint import safe_load
+
+pytestmark = pytest.mark.slow
 
 BUNDLE_DIR = os.path.join(BUNDLES, "t3d_pretrain")
 

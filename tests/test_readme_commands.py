@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 
+import pytest
 from conftest import REPO_ROOT
 
 
@@ -26,6 +27,7 @@ def test_ci_runs_exactly_the_readme_test_command():
         assert "bash scripts/setup.sh" in f.read()
 
 
+@pytest.mark.slow
 def test_readme_demo_runs_and_shows_learning(tmp_path):
     demo, _ = _first_commands()
     env = {**os.environ, "T3D_RUN_DIR": str(tmp_path)}

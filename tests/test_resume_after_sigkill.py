@@ -20,6 +20,8 @@ from conftest import BUNDLES
 
 from custom.weights.checkpoint import safe_load
 
+pytestmark = pytest.mark.slow
+
 EVERY = 3  # checkpoint_every_iterations of the killed run
 ITERATION_LOG = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) --")
 

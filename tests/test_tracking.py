@@ -16,6 +16,8 @@ import sys
 import pytest
 from conftest import BUNDLES, run_bundle
 
+pytestmark = pytest.mark.slow
+
 mlflow = pytest.importorskip("mlflow", reason="MLflow is the 'tracking' extra: pip install -e '.[tracking]'")
 
 

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable, Sequence
 
 import torch
 from ignite.engine import Events
-from ignite.handlers import ProgressBar
-from monai.engines import Trainer
-from monai.utils import ensure_tuple
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
-from custom.handlers.finite_loss import batch_sources, check_finite_loss
+from custom.engines.pretraining_trainer import PretrainingTrainer, step_terms
 from custom.losses.report_affinity import ReportAffinity
 from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
@@ -22,17 +18,9 @@ from custom.networks.t3d import T3DOutput
 from custom.transforms.corruption import BlockMaskCorruption
 from custom.weights.checkpoint import unwrap
 
-__all__ = ["T3DTrainer", "loss_terms", "report_keys", "step_terms"]
+__all__ = ["T3DTrainer", "loss_terms", "report_keys"]
 
 logger = logging.getLogger(__name__)
-
-
-def step_terms(output: list | dict) -> dict:
-    """``engine.state.output`` of a pre-training step -> its dict of floats.
-
-    The trainers store ``[terms]``: a one-element list is the decollated form MONAI's default tracking handlers read
-    (``from_engine(["loss"], first=True)`` under ``--tracking mlflow``); a bare dict is accepted too."""
-    return output[0] if isinstance(output, list) else output
 
 
 def loss_terms(output: list | dict) -> dict:
@@ -52,14 +40,14 @@ def report_keys(affinity: ReportAffinity, batchdata: dict, out: T3DOutput, devic
     return None
 
 
-class T3DTrainer(Trainer):
+class T3DTrainer(PretrainingTrainer):
     """One step: crops ``(B, K, 1, *S)`` -> clean + corrupted crops -> TCL on the clean crops' embeddings against the
     reports, TIR on the corrupted crops restored through the interactor -> ``tcl_weight * TCL + tir_weight * TIR``.
 
-    A zero weight skips that branch's forward pass (the paper's ablations). ``amp`` uses autocast with
-    ``amp_dtype`` (bfloat16 needs no loss scaling; float16 gets a GradScaler). ``state.output`` is ``[terms]``, a dict
-    of the floats ``loss``, ``tcl``, ``tir``, ``temperature`` (read it with ``step_terms``). ``progress_bar``
-    (default: when stdout is a terminal) shows a tqdm bar per epoch with the current losses.
+    A zero weight skips that branch's forward pass (the paper's ablations). The engine, the optimisation step (autocast
+    with ``amp_dtype``, gradient clipping, the non-finite-loss stop) and the progress bar are
+    :class:`~custom.engines.pretraining_trainer.PretrainingTrainer`'s. ``state.output`` is ``[terms]``, a dict of the
+    floats ``loss``, ``tcl``, ``tir``, ``temperature``, ``positives`` (read it with ``step_terms``).
     ``precise_bn_batches`` > 0 recomputes the batch-norm running statistics over that many training batches every
     ``precise_bn_every`` epochs and after the last one (:func:`recompute_batch_norm_statistics`), before any
     validation or checkpoint of that epoch.
@@ -97,39 +85,35 @@ class T3DTrainer(Trainer):
             )
         if tcl_weight == 0 and tir_weight == 0:
             raise ValueError("tcl_weight, tir_weight: expected at least one non-zero weight, found both 0")
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            amp=amp,
-            decollate=False,
-        )
-        if precise_bn_batches > 0:
-            # registered before the handlers, so validation and the checkpoint written at the same epoch end see it
-            self.add_event_handler(
-                Events.EPOCH_COMPLETED, self._precise_batch_norm, precise_bn_batches, precise_bn_every
-            )
-        if train_handlers:
-            self._register_handlers(ensure_tuple(train_handlers))
-        sampler = getattr(train_data_loader, "sampler", None)
-        if isinstance(sampler, DistributedSampler):
-            self.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
-        self.network = network
-        self.optimizer = optimizer
         self.tcl_loss = tcl_loss
         self.tir_loss = tir_loss
         self.corruption = corruption
         self.tcl_weight = tcl_weight
         self.tir_weight = tir_weight
-        self.amp_dtype = getattr(torch, amp_dtype)
-        self.gradient_clip = gradient_clip
+        self.precise_bn = (precise_bn_batches, precise_bn_every)
         self.max_positive_fraction = max_positive_fraction
         self._steps_over_positive_bound = 0
-        if tcl_loss is not None and tcl_weight:
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            epoch_length=epoch_length,
+            amp=amp,
+            amp_dtype=amp_dtype,
+            gradient_clip=gradient_clip,
+            train_handlers=train_handlers,
+            progress_bar=progress_bar,
+            progress_terms=loss_terms,
+        )
+        if tcl_weight:
             self.add_event_handler(Events.EPOCH_COMPLETED, self._report_positive_fraction)
-        if progress_bar if progress_bar is not None else sys.stdout.isatty():
-            ProgressBar(persist=False).attach(self, output_transform=loss_terms)
+
+    def _attach_before_handlers(self) -> None:
+        num_batches, every = self.precise_bn
+        if num_batches > 0:  # before the handlers: the validation of the same epoch end sees the new statistics
+            self.add_event_handler(Events.EPOCH_COMPLETED, self._precise_batch_norm, num_batches, every)
 
     def _precise_batch_norm(self, engine: T3DTrainer, num_batches: int, every: int) -> None:
         epoch = engine.state.epoch
@@ -169,41 +153,22 @@ class T3DTrainer(Trainer):
             out = network(crops if self.tcl_weight else None, corrupted, list(batchdata["report"]), crop_to_report)
         return out, crops, mask, crop_to_report
 
-    def _iteration(self, engine: T3DTrainer, batchdata: dict) -> list[dict]:
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=True)
-        out, crops, mask, crop_to_report = engine._forward(engine.network, batchdata)
-        device_type = crops.device.type
+    def _loss(self, batchdata: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        out, crops, mask, crop_to_report = self._forward(self.network, batchdata)
         zero = crops.new_zeros(())
         tcl = zero
-        if engine.tcl_weight:  # float32 logits outside autocast: the loss switches autocast off itself
-            keys = report_keys(engine.tcl_loss.affinity, batchdata, out, crops.device)
-            tcl = engine.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, keys)
-            engine._check_positive_fraction(engine.tcl_loss.positive_fraction)
-        with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
-            tir = engine.tir_loss(out.restored, crops, mask) if engine.tir_weight else zero
-        loss = engine.tcl_weight * tcl + engine.tir_weight * tir.float()
-        check_finite_loss(
-            loss, engine.state.iteration, batch_sources(batchdata, getattr(engine.data_loader, "dataset", None))
-        )
-        scaler = engine.scaler if engine.amp and engine.amp_dtype == torch.float16 and device_type == "cuda" else None
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(engine.optimizer)
-        else:
-            loss.backward()
-        if engine.gradient_clip:
-            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.gradient_clip)
-        if scaler is not None:
-            scaler.step(engine.optimizer)
-            scaler.update()
-        else:
-            engine.optimizer.step()
+        if self.tcl_weight:  # float32 logits outside autocast: the loss switches autocast off itself
+            keys = report_keys(self.tcl_loss.affinity, batchdata, out, crops.device)
+            tcl = self.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, keys)
+            self._check_positive_fraction(self.tcl_loss.positive_fraction)
+        with torch.autocast(crops.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            tir = self.tir_loss(out.restored, crops, mask) if self.tir_weight else zero
+        loss = self.tcl_weight * tcl + self.tir_weight * tir.float()
         terms = {
             "loss": float(loss.detach()),
             "tcl": float(tcl.detach()),
             "tir": float(tir.detach()),
             "temperature": float(1.0 / out.logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp()),
-            "positives": engine.tcl_loss.positive_fraction if engine.tcl_weight else 0.0,
+            "positives": self.tcl_loss.positive_fraction if self.tcl_weight else 0.0,
         }
-        return [terms]
+        return loss, terms

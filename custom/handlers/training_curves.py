@@ -10,7 +10,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from custom.engines.distributed import is_main_process
-from custom.engines.t3d_trainer import step_terms
+from custom.engines.pretraining_trainer import step_terms
 
 __all__ = ["TrainingCurves"]
 

@@ -2,8 +2,8 @@
 
 A toy training is the bundle's ``train.json`` + ``cpu_toy.json`` for 2 iterations and one validation (which saves
 ``models/model.pt``); the pack merges ``cpu_toy.json`` into the packed ``inference.json`` so the zip serves that
-small network, exactly as ``python -m custom.pack <bundle> --overlay cpu_toy.json --weights ...`` does. Such a zip is
-a toy build: bundle ``<bundle>_toy`` (:func:`toy_name`), version ``<version>-toy``.
+small network, exactly as ``python -m t3d_tools.packaging <bundle> --overlay cpu_toy.json --weights ...`` does.
+Such a zip is a toy build: bundle ``<bundle>_toy`` (:func:`toy_name`), version ``<version>-toy``.
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ def toy_validation_rows(bundle: str, datalist_name: str, tmp_path_factory) -> li
 
 def toy_name(bundle: str) -> str:
     """The bundle name of a toy build of ``bundle`` (its zip's top folder, MONAI Label's model name)."""
-    from custom.packaging.pack import TOY_NAME_SUFFIX
+    from t3d_tools.packaging.pack import TOY_NAME_SUFFIX
 
     return bundle + TOY_NAME_SUFFIX
 
 
 def toy_pack(bundle: str, tmp_path_factory) -> str:
     """``<name>_toy_v<version>-toy.zip`` of the toy-trained bundle, its inference.json at the CPU-toy network."""
-    from custom.packaging.pack import pack
+    from t3d_tools.packaging.pack import pack
 
     if bundle not in _PACKED:
         dist = tmp_path_factory.mktemp("dist")

@@ -1,7 +1,7 @@
 """The bad-input corpus (issue #15): every bad-input KIND crossed with every ENTRY POINT where it applies.
 
 Each case runs the entry point the way a user does (``python -m monai.bundle run ...`` in the bundle folder, the
-``t3d-*`` console scripts, ``python -m custom.data.bimcv curate_csv``) on toy-sized inputs with one defect, and
+``t3d-*`` console scripts, ``python -m t3d_tools.curation.bimcv curate_csv``) on toy-sized inputs with one defect, and
 asserts the input contract:
 
 - a non-zero exit status, and no native abort (SIGABRT / exit 134);
@@ -45,10 +45,10 @@ _SERVER = r"""
 import importlib, json, os, runpy, sys, time, signal
 import numpy, nibabel, torch, monai, monai.bundle, monai.bundle.scripts, ignite, fire, transformers, tokenizers
 import monai.networks.nets, monai.transforms, monai.handlers, monai.engines, monai.data
-import custom, custom.runtime, custom.data.pairs, custom.data.integrity, custom.data.bimcv.curate
+import custom, custom.runtime, custom.data.pairs, custom.data.integrity, t3d_tools.curation.bimcv.curate
 import custom.data.seg_datasets.btcv, custom.data.classification_datalist, custom.transforms.seg_checks
 import custom.networks.t3d, custom.networks.volume_classifier, custom.engines.t3d_trainer, custom.weights.transfer
-import custom.packaging.pack, custom.packaging.download, custom.serving.prepare
+import t3d_tools.packaging.pack, t3d_tools.packaging.download, t3d_tools.serving.prepare
 
 import gc
 gc.freeze()  # the imported modules stay out of every child's collections (and its teardown): copy-on-write stays cheap
@@ -390,9 +390,9 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
             f.write(case.csv_text)
         return (
             "module",
-            "custom.data.bimcv",
+            "t3d_tools.curation.bimcv",
             [
-                "custom.data.bimcv",
+                "t3d_tools.curation.bimcv",
                 "curate_csv",
                 "--csv_path",
                 csv_path,
@@ -409,7 +409,7 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
     if case.entry == PACK:
         return (
             "console",
-            "custom.packaging.pack:main",
+            "t3d_tools.packaging.pack:main",
             [
                 "t3d-pack",
                 "t3d_btcv_seg",
@@ -428,7 +428,7 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
         _write(os.path.join(case.out, "bundles", "other_bundle", "models", "model.pt"), b"other bundle's weights")
         return (
             "console",
-            "custom.packaging.download:main",
+            "t3d_tools.packaging.download:main",
             [
                 "t3d-download",
                 "--name",
@@ -449,7 +449,7 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
         _write(os.path.join(case.out, "apps", "notes.txt"), b"next to the app")
         return (
             "console",
-            "custom.serving.prepare:main",
+            "t3d_tools.serving.prepare:main",
             ["t3d-serving-prepare", "--app_dir", app, "--stock", "--bundle", case.archive, *case.args],
             case.dir,
         )

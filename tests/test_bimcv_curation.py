@@ -18,20 +18,20 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from custom.data.bimcv.curate import curate, curate_csv
-from custom.data.bimcv.labels import (
+from custom.data.checks import DataError
+from custom.data.integrity import verify_datalist
+from custom.data.synthetic_ct import FINDING_NAMES, sample_findings
+from custom.data.synthetic_reports import write_report
+from t3d_tools.curation.bimcv.curate import curate, curate_csv
+from t3d_tools.curation.bimcv.labels import (
     build_class_list,
     canonical_terms,
     english_terms,
     label_english_report,
     parse_label_list,
 )
-from custom.data.bimcv.miniature import make_miniature
-from custom.data.bimcv.reports import CachedTranslator, Seq2SeqTranslator, clean_report, split_sentences
-from custom.data.checks import DataError
-from custom.data.integrity import verify_datalist
-from custom.data.synthetic_ct import FINDING_NAMES, sample_findings
-from custom.data.synthetic_reports import write_report
+from t3d_tools.curation.bimcv.miniature import make_miniature
+from t3d_tools.curation.bimcv.reports import CachedTranslator, Seq2SeqTranslator, clean_report, split_sentences
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_POSITIVE = 2
@@ -463,7 +463,7 @@ def test_a_non_utf8_csv_is_one_line_naming_the_file_and_offset(tmp_path):
         [
             sys.executable,
             "-m",
-            "custom.data.bimcv",
+            "t3d_tools.curation.bimcv",
             "curate_csv",
             "--csv_path",
             str(csv_path),
@@ -493,7 +493,7 @@ def test_report_cleaning_rules():
 
 def test_command_line_help():
     result = subprocess.run(
-        [sys.executable, "-m", "custom.data.bimcv", "curate", "--help"],
+        [sys.executable, "-m", "t3d_tools.curation.bimcv", "curate", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -7,8 +7,8 @@ import os
 import numpy as np
 from conftest import run_bundle
 
-from custom.data.bimcv.curate import curate
-from custom.data.bimcv.miniature import make_miniature
+from t3d_tools.curation.bimcv.curate import curate
+from t3d_tools.curation.bimcv.miniature import make_miniature
 
 
 def test_curated_datalist_trains_t3d_pretrain_for_two_steps(tmp_path, offline_text_encoder):

@@ -17,9 +17,9 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNet
 
-from custom.packaging.pack import PackError, check_weights
 from custom.weights.checkpoint import CheckpointLoadError, atomic_save, remove_orphan_temp_files, safe_load
 from custom.weights.transfer import WeightTransferError, transfer_weights
+from t3d_tools.packaging.pack import PackError, check_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_pack_command_line_prints_the_refused_global_as_its_last_line(tmp_path):
     bundle = _fake_bundle(tmp_path)
     path, reason = _bad_checkpoints(tmp_path)["malicious"]
     result = subprocess.run(
-        [sys.executable, "-m", "custom.pack", str(bundle), "--weights", path, "--dist", str(tmp_path / "dist")],
+        [sys.executable, "-m", "t3d_tools.packaging", str(bundle), "--weights", path, "--dist", str(tmp_path / "dist")],
         cwd=REPO,
         capture_output=True,
         text=True,

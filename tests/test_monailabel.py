@@ -5,7 +5,7 @@ venv, ``GET /info/`` and ``POST /infer/<model>`` with a synthetic volume and the
   unpacked into MONAI Label's stock ``monaibundle`` app (``--conf models t3d_btcv_seg_toy,t3d_msd_lung_toy,t3d_brats_toy
   --conf zoo_source github --conf sam2 false``); the returned label map must have the input's shape and only the
   label-map values.
-- Classification: ``t3d_bimcv_cls`` through this repository's app (``custom/serving/monailabel_app``); the returned
+- Classification: ``t3d_bimcv_cls`` through this repository's app (``t3d_tools/serving/monailabel_app``); the returned
   per-class scores must be probabilities, one per class of its ``channel_def``.
 
 Marked ``monailabel``: it runs only when ``T3D_MONAILABEL_VENV`` names a venv built by ``scripts/setup_monailabel.sh``
@@ -144,7 +144,7 @@ class Server:
 
 
 def _app(kind: str, tmp_path_factory, bundles: list[str]) -> str:
-    from custom.serving.prepare import prepare_app
+    from t3d_tools.serving.prepare import prepare_app
 
     apps = tmp_path_factory.mktemp(f"apps_{kind}")
     if kind == "stock":
@@ -290,7 +290,7 @@ def _stand_in_classifier(root) -> str:
 @pytest.fixture(scope="module")
 def cls_server(tmp_path_factory):
     """This repository's app with the stand-in classifier, plus t3d_bimcv_cls when the tree has it."""
-    from custom.serving.prepare import prepare_app
+    from t3d_tools.serving.prepare import prepare_app
 
     zips = [_stand_in_classifier(tmp_path_factory.mktemp("stand_in"))]
     real = os.path.isfile(os.path.join(BUNDLES, CLS, "configs", "inference.json"))

@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -27,10 +28,9 @@ import torch
 from bundle_toys import toy_name, toy_pack
 from conftest import folder_tree
 
-from custom.packaging.pack import TOY_BANNER, PackError, bundle_requirements, check_version_order, main, pack
+from t3d_tools.packaging.pack import TOY_BANNER, PackError, bundle_requirements, check_version_order, main, pack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TOOLING = ("data/bimcv/", "data/integrity.py", "experiments/", "packaging/", "serving/")  # repo tools no config uses
 REAL_CT = os.path.join(REPO, "tests", "data", "real_ct", "example_ct_sm.nii.gz")
 BUNDLE = "t3d_btcv_seg"
 
@@ -103,7 +103,7 @@ def test_pack_layout_and_model_info(tmp_path_factory):
     assert not any("/data/" in n and n.endswith(".nii.gz") for n in names)  # no run outputs or data
     # every bundle's modules (one MONAI Label process imports custom/ once for every bundle it serves), no repo tools
     assert f"{top}/custom/transforms/brats_labels.py" in names
-    assert not any(n.startswith(tuple(f"{top}/custom/{t}" for t in _TOOLING)) for n in names)
+    assert not any("t3d_tools" in n for n in names)
     assert inference["network_def"]["_target_"] == "BasicUNet"  # the cpu_toy overlay went into the packed inference
     assert metadata["version"] == f"{version}-toy" and "TOY" in metadata["name"] and "TOY" in metadata["description"]
     assert card.splitlines()[0] == f"> **{TOY_BANNER}**" and "weights-status" not in card
@@ -392,9 +392,9 @@ print(len(names), "names,", len(files), "modules, all from", root)
 
 
 def test_packed_bundle_imports_every_config_module_and_prompt_set_from_the_zip_alone(tmp_path):
-    """Package data ships, repository tooling does not: unzip a packed ``t3d_pretrain`` and, with ``PYTHONPATH`` =
-    the unzipped bundle only (plus the venv), import every ``custom`` name of every bundle's configs (the vendored
-    closure serves them all) and load the shipped prompt sets."""
+    """The runtime ships whole, package data included, repository tooling not at all: unzip a packed
+    ``t3d_pretrain`` and, with ``PYTHONPATH`` = the unzipped bundle only (plus the venv), import every ``custom`` name
+    of every bundle's configs and load the shipped prompt sets."""
     bundle = "t3d_pretrain"
     weights = tmp_path / "w" / "model.pt"
     weights.parent.mkdir()
@@ -405,9 +405,14 @@ def test_packed_bundle_imports_every_config_module_and_prompt_set_from_the_zip_a
         archive.extractall(tmp_path / "unzipped")
     top = toy_name(bundle)
     vendored = sorted(n[len(f"{top}/custom/") :] for n in names if n.startswith(f"{top}/custom/"))
-    assert not [n for n in vendored if n.startswith(_TOOLING)], "repository tooling shipped"
+    runtime = sorted(
+        p.relative_to(os.path.join(REPO, "custom")).as_posix()
+        for p in pathlib.Path(REPO, "custom").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+    assert vendored == runtime, sorted(set(vendored) ^ set(runtime))
     assert {"data/prompts/findings_v1.json", "data/prompts/generic_v1.json"} <= set(vendored)
-    assert all(n.endswith(".py") or n.startswith("data/prompts/") for n in vendored), vendored
+    assert not [n for n in names if "t3d_tools" in n], "repository tooling shipped"
     print(f"\n{os.path.basename(zip_path)}: {len(names)} files, custom/ {len(vendored)}")
 
     config_names = set()
@@ -429,7 +434,7 @@ def test_packed_bundle_imports_every_config_module_and_prompt_set_from_the_zip_a
 
 
 def test_prepare_monailabel_app_unpacks_bundles_into_its_model_folder(tmp_path, tmp_path_factory):
-    from custom.serving.prepare import main as prepare_main
+    from t3d_tools.serving.prepare import main as prepare_main
 
     zip_path = toy_pack(BUNDLE, tmp_path_factory)
     app_dir = tmp_path / "apps" / "t3d"
@@ -440,7 +445,7 @@ def test_prepare_monailabel_app_unpacks_bundles_into_its_model_folder(tmp_path, 
     assert prepare_main(["--app_dir", str(tmp_path / "nothing"), "--bundle", zip_path, "--stock"]) == 2
 
 
-# ---- archive validation shared by custom.serving.prepare and custom.packaging.download (custom.packaging.archive) ----
+# ---- archive validation shared by serving.prepare and packaging.download (t3d_tools.packaging.archive) ----
 
 
 def _zip(path, members) -> str:
@@ -491,7 +496,7 @@ _UNSAFE = {  # case -> (members, offending member, what is wrong with it)
 
 def _prepared_app(tmp_path) -> tuple:
     """An app folder holding one unpacked bundle, with sibling files next to the app and next to the bundle."""
-    from custom.serving.prepare import main as prepare_main
+    from t3d_tools.serving.prepare import main as prepare_main
 
     app = tmp_path / "apps" / "t3d"
     assert prepare_main(["--app_dir", str(app), "--bundle", _zip(tmp_path / "good.zip", _BUNDLE_FILES)]) == 0
@@ -518,8 +523,8 @@ def test_prepare_refuses_unsafe_archives_before_touching_the_disk(tmp_path, caps
     assert not os.path.exists(tmp_path / "escaped.txt") and not os.path.exists(tmp_path / "apps" / "escaped.txt")
     # the same zips through the library call: the project's error type (a DataError, so a ValueError)
     from custom.data.checks import DataError
-    from custom.packaging.archive import ArchiveError
-    from custom.serving.prepare import prepare_app
+    from t3d_tools.packaging.archive import ArchiveError
+    from t3d_tools.serving.prepare import prepare_app
 
     with pytest.raises(ArchiveError, match="found member") as caught:
         prepare_app(str(app), [evil])
@@ -569,7 +574,7 @@ def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_
 def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_again(tmp_path, capsys):
     from monai.bundle import download
 
-    from custom.packaging.download import main as download_main
+    from t3d_tools.packaging.download import main as download_main
 
     members, member, problem = _UNSAFE["inner_dotdot"]
     evil = _zip(tmp_path / "evil.zip", members)

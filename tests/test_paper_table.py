@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import run_bundle
 
-from custom.experiments.paper_table import DryRunError, Protocol, main
-from custom.experiments.protocol import COLUMNS, build_plan, discover_rows
-from custom.experiments.results import (
+from custom.weights.checkpoint import safe_load
+from t3d_tools.experiments.paper_table import DryRunError, Protocol, main
+from t3d_tools.experiments.protocol import COLUMNS, build_plan, discover_rows
+from t3d_tools.experiments.results import (
     README_BEGIN,
     README_END,
     IncompleteResultsError,
@@ -28,7 +29,6 @@ from custom.experiments.results import (
     write_result,
     write_timing,
 )
-from custom.weights.checkpoint import safe_load
 
 TOY_ROWS = [r.name for r in discover_rows("toy")[0] if r.pretrain]
 TINY = {

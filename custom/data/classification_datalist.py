@@ -3,8 +3,8 @@
 Accepted files (MONAI JSON):
 
 - ``classification_datalist.json`` / ``classification_datalist_frac{1,10,100}.json`` written by
-  ``python -m custom.data.bimcv curate``: ``{"training", "validation", "test": [row], "class_names": [...]}``, row
-  ``{"image", "label": multi-hot, "label_vector", "labels", "patient_id", "study_id"}``;
+  ``python -m t3d_tools.curation.bimcv curate``: ``{"training", "validation", "test": [row], "class_names": [...]}``,
+  row ``{"image", "label": multi-hot, "label_vector", "labels", "patient_id", "study_id"}``;
 - a pairs datalist (``pairs_datalist.json`` of the curation or of ``custom.data.make_synthetic_pairs``):
   ``"finding_names"`` instead of ``"class_names"``, the multi-hot vector in ``"label_vector"``.
 

@@ -81,7 +81,7 @@ _NEGATIVE: dict[str, tuple[str, ...]] = {
 
 # ---------------------------------------------------------------------------------------------------------------
 # long style. Slots: {measure} ("9 mm" or "9 x 7 mm"), {side} / {Side} (right, left, bilateral), {zone} (upper, lower).
-# Every positive phrasing names its finding the way custom.data.bimcv.labels.ENGLISH_PATTERNS reads it, and no
+# Every positive phrasing names its finding the way t3d_tools.curation.bimcv.labels.ENGLISH_PATTERNS reads it, and no
 # negation or hedge ("possible", "suspicious for") precedes the finding's name, so rule-based labelers agree with
 # the ground truth; no phrase outside a finding's own statements names another finding (no "renal mass").
 

@@ -3,15 +3,14 @@
 The zip holds one folder, ``<name>/``: the bundle's ``configs/``, ``docs/``, ``LICENSE``, the trained weights
 ``models/model.pt`` (or, above ``max_inline_mb``, a ``large_files.yml`` naming their URL and sha256, which
 ``python -m monai.bundle download_large_files`` reads; ``pyyaml`` is then added to the packed metadata) with the
-``*.json`` files written beside them (class names, thresholds), and the part of this repository's ``custom/``
-package that the bundles' configs use, vendored as ``<name>/custom/`` so the unzipped bundle runs from its own folder
-in an environment that has only the packages its ``metadata.json`` names (torch, monai, numpy and
-``required_packages_version``). What is vendored is computed, not listed: every module of ``custom/`` reachable from
-any ``_target_`` or ``$`` expression of any config of any bundle, through Python imports, plus the package data those
-packages read (the zero-shot prompt sets ``custom/data/prompts/*.json``); repository tooling no config uses (BIMCV
-curation, the paper-table experiments, packaging, serving, the integrity checker) stays out. A module the packed
-bundle's configs use (directly or through imports) that imports any other third-party package stops the pack with an
-error naming both.
+``*.json`` files written beside them (class names, thresholds), and this repository's ``custom/`` package, the
+bundles' runtime code, vendored whole as ``<name>/custom/`` (its modules and its package data, the zero-shot prompt
+sets ``custom/data/prompts/*.json``) so the unzipped bundle runs from its own folder in an environment that has only
+the packages its ``metadata.json`` names (torch, monai, numpy and ``required_packages_version``). Repository tooling
+(BIMCV curation, the paper-table experiments, packaging, serving) lives in ``t3d_tools/`` and never ships. Every
+module of ``custom/`` the packed bundle's configs reach (any ``_target_`` or ``$`` expression, through Python
+imports) must import only third-party packages the metadata names: another one stops the pack with an error naming
+both.
 
 Before anything is written, the packed ``inference.json``'s ``network_def`` (with the overlays being packed) is
 instantiated and the weights are loaded into it strictly: weights trained with another network (the CPU toy's
@@ -209,52 +208,18 @@ def vendored_modules(config_dir: str) -> tuple[dict[str, str], set[str]]:
     return module_closure(_config_modules(config_dir))
 
 
-def _bundle_config_dirs(extra: Iterable[str] = ()) -> list[str]:
-    """``configs/`` of every bundle under ``bundles/`` (plus ``extra``, e.g. a bundle packed from elsewhere)."""
-    root = os.path.join(REPO_ROOT, "bundles")
-    dirs = [os.path.join(root, d, "configs") for d in sorted(os.listdir(root))] if os.path.isdir(root) else []
-    dirs = [d for d in dirs if os.path.isfile(os.path.join(d, "metadata.json"))]
-    return dirs + [os.path.abspath(d) for d in extra if os.path.abspath(d) not in dirs]
-
-
-def shipped_modules(extra_config_dirs: Iterable[str] = ()) -> dict[str, str]:
-    """The vendored closure: every module of custom/ reachable from any config of any bundle (``extra_config_dirs``
-    added), through Python imports. The union over bundles rather than one bundle's modules, because one process
-    serving several bundles (MONAI Label puts each bundle folder on ``sys.path``) imports ``custom`` once, from the
-    first bundle, and must find every other bundle's modules there too. (Leaving ``custom`` a namespace package
-    instead does not work: MONAI's ``$import`` refuses namespace packages.) This repository's tooling that no config
-    uses (BIMCV curation, the paper-table experiments, packaging, serving, the integrity checker) is not in it."""
-    used = set()
-    for config_dir in _bundle_config_dirs(extra_config_dirs):
-        used |= _config_modules(config_dir)
-    return module_closure(used)[0]
-
-
-def _package_of(folder: str) -> str | None:
-    """The module name of the nearest Python package at or above ``folder`` inside custom/ (None outside)."""
+def runtime_files() -> list[tuple[str, str]]:
+    """(source, path inside the bundle) of every file of ``custom/`` (Python modules and package data; no bytecode,
+    caches or hidden files): the runtime ships whole, so one process serving several bundles (MONAI Label puts each
+    bundle folder on ``sys.path`` and imports ``custom`` once, from the first) finds every bundle's modules in it."""
     root = os.path.dirname(CUSTOM_DIR)
-    while os.path.commonpath([folder, CUSTOM_DIR]) == CUSTOM_DIR:
-        if os.path.isfile(os.path.join(folder, "__init__.py")):
-            return os.path.relpath(folder, root).replace(os.sep, ".")
-        folder = os.path.dirname(folder)
-    return None
-
-
-def package_data_files(modules: Iterable[str]) -> list[str]:
-    """Non-Python files the shipped code reads at run time (the zero-shot prompt sets ``custom/data/prompts/*.json``):
-    every plain, non-hidden file that is not Python source or bytecode in a folder whose nearest package is shipped
-    (a data folder without ``__init__.py`` belongs to the package above it)."""
-    shipped, files = set(modules), []
+    files = []
     for folder, dirs, names in os.walk(CUSTOM_DIR):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        if _package_of(folder) not in shipped:
-            continue
         files += [
-            os.path.join(folder, n)
-            for n in sorted(names)
-            if not n.startswith(".") and not n.endswith((".py", ".pyc", ".pyo"))
+            os.path.join(folder, n) for n in sorted(names) if not n.startswith(".") and not n.endswith((".pyc", ".pyo"))
         ]
-    return files
+    return [(source, os.path.relpath(source, root)) for source in files]
 
 
 def check_third_party(name: str, metadata: dict, third_party: set[str]) -> None:
@@ -269,17 +234,6 @@ def check_third_party(name: str, metadata: dict, third_party: set[str]) -> None:
                 f"{name}: vendored custom/ code imports {top!r} (package {sorted(dists)[0]}), which metadata.json "
                 "does not name: add it to required_packages_version"
             )
-
-
-def vendored_files(extra_config_dirs: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """(source, path inside the bundle) of the vendored ``custom/`` package: the modules of
-    :func:`shipped_modules` plus their package data (:func:`package_data_files`). Only the modules the packed
-    bundle's own configs use are checked against its metadata's packages (:func:`check_third_party`); the others are
-    never imported by it."""
-    root = os.path.dirname(CUSTOM_DIR)
-    modules = shipped_modules(extra_config_dirs)
-    sources = sorted(set(modules.values()) | set(package_data_files(modules)))
-    return [(source, os.path.relpath(source, root)) for source in sources]
 
 
 def file_digest(path: str, algorithm: str) -> str:
@@ -572,7 +526,7 @@ def pack(
         raise PackError(f"{name}: no trained weights at {weights} (train the bundle or pass --weights PATH)")
     check_weights(name, weights)
     config_dir = os.path.join(bundle_dir, "configs")
-    modules, third_party = vendored_modules(config_dir)
+    used_modules, third_party = vendored_modules(config_dir)
     check_third_party(name, metadata, third_party)
     network = check_network_fits_weights(name, bundle_dir, weights, overlays)
 
@@ -607,7 +561,7 @@ def pack(
         with open(card_path, encoding="utf-8") as f:
             generated[os.path.join("docs", "README.md")] = packed_model_card(f.read(), bool(toy), name, toy)
     entries = [(src, rel) for src, rel in _bundle_files(bundle_dir) if rel not in generated]
-    entries += vendored_files([config_dir])
+    entries += runtime_files()
     if not large_files:
         entries.append((weights, os.path.join("models", "model.pt")))
     # data-derived model files written beside the weights (class names, decision thresholds) ship with them
@@ -647,14 +601,15 @@ def pack(
     kind = f"CPU TOY build ({' + '.join(toy)})" if toy else "release"
     print(
         f"packed {zip_path} ({kind}; {size_mb:.1f} MB; weights fit {network} of configs/inference.json"
-        f"{''.join(' + ' + os.path.basename(o) for o in overlays)}; custom/ vendored, {len(modules)} modules used; "
+        f"{''.join(' + ' + os.path.basename(o) for o in overlays)}; custom/ vendored whole, "
+        f"{len(used_modules)} modules used; "
         f"weights {'in large_files.yml' if large_files else 'inside'}); {model_info}: {key}"
     )
     return zip_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m custom.pack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m t3d_tools.packaging", description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", help="bundle name under bundles/ or a bundle folder")
     parser.add_argument("--dist", default="dist", help="output folder (default: dist)")
     parser.add_argument("--weights", help="trained weights to ship as models/model.pt (default: the bundle's own)")

@@ -1,9 +1,9 @@
-"""Lay out a MONAI Label app folder with packed bundles: ``python -m custom.serving.prepare --app_dir APPS/t3d
+"""Lay out a MONAI Label app folder with packed bundles: ``python -m t3d_tools.serving.prepare --app_dir APPS/t3d
 --bundle dist/t3d_btcv_seg_v0.2.0.zip [--bundle ...] [--stock APPS/monaibundle]``.
 
-Without ``--stock`` it copies this repository's app (``custom/serving/monailabel_app``) to ``--app_dir``; with it,
+Without ``--stock`` it copies this repository's app (``t3d_tools/serving/monailabel_app``) to ``--app_dir``; with it,
 ``--app_dir`` is an app MONAI Label already wrote (``monailabel apps --download --name monaibundle --output APPS``).
-Each zip is unpacked into ``<app_dir>/model/<name>`` by :func:`custom.packaging.archive.unpack_bundle_archive`: every
+Each zip is unpacked into ``<app_dir>/model/<name>`` by :func:`t3d_tools.packaging.archive.unpack_bundle_archive`: every
 zip is validated completely before anything is written (relative member paths only, no ``..``, no links, one plainly
 named top folder), then extracted into a temporary folder and renamed into place, replacing only
 ``<app_dir>/model/<name>``; a refused zip is a one-line error and leaves the app folder as it was. Prints the
@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 
-from custom.packaging.archive import ArchiveError, unpack_bundle_archive, validate_bundle_archive
+from t3d_tools.packaging.archive import ArchiveError, unpack_bundle_archive, validate_bundle_archive
 
 APP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monailabel_app")
 
@@ -48,7 +48,7 @@ def prepare_app(app_dir: str, bundles: list[str], stock: bool = False) -> list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m custom.serving.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m t3d_tools.serving.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--app_dir", required=True)
     parser.add_argument("--bundle", action="append", default=[], required=True, help="packed bundle zip; repeatable")
     parser.add_argument("--stock", action="store_true", help="app_dir is MONAI Label's own monaibundle app")

@@ -1,7 +1,7 @@
 """Curate BIMCV-VLP from a BIMCV-COVID19 tree (or a BIMCV-R style CSV): pairs, classification set, exclusions, stats.
 
-    python -m custom.data.bimcv curate --root /data/BIMCV-COVID19/covid19_posi --out /data/bimcv_vlp
-    python -m custom.data.bimcv curate_csv --csv_path /data/BIMCV-R/reports.csv --out /data/bimcv_r_vlp
+    python -m t3d_tools.curation.bimcv curate --root /data/BIMCV-COVID19/covid19_posi --out /data/bimcv_vlp
+    python -m t3d_tools.curation.bimcv curate_csv --csv_path /data/BIMCV-R/reports.csv --out /data/bimcv_r_vlp
 
 Outputs in ``out``::
 
@@ -39,8 +39,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from custom.data.bimcv.labels import build_class_list, canonical_terms, english_terms, multi_hot, parse_label_list
-from custom.data.bimcv.mids import (
+from custom.data.checks import DataError, check_report_text
+from custom.data.label_fractions import label_fraction_subsets
+from t3d_tools.curation.bimcv.labels import (
+    build_class_list,
+    canonical_terms,
+    english_terms,
+    multi_hot,
+    parse_label_list,
+)
+from t3d_tools.curation.bimcv.mids import (
     Series,
     choose_study_volume,
     convert_dicom_series,
@@ -48,10 +56,8 @@ from custom.data.bimcv.mids import (
     static_rejection,
     walk_mids,
 )
-from custom.data.bimcv.reports import CachedTranslator, Translator, clean_report, make_translator
-from custom.data.bimcv.tables import BimcvColumns, TsvRow, read_tsv
-from custom.data.checks import DataError, check_report_text
-from custom.data.label_fractions import label_fraction_subsets
+from t3d_tools.curation.bimcv.reports import CachedTranslator, Translator, clean_report, make_translator
+from t3d_tools.curation.bimcv.tables import BimcvColumns, TsvRow, read_tsv
 
 __all__ = ["CuratedStudy", "Exclusion", "ProbeCache", "patient_splits", "curate", "curate_csv"]
 
@@ -291,7 +297,7 @@ def _subject_folders(root: str) -> list[str]:
 def _select_volumes(
     root: str, series: list[Series], probes: ProbeCache, min_slices: int, dicom_dir: str, progress: bool
 ) -> tuple[dict[str, tuple[Series, str, dict]], list[Exclusion]]:
-    """Apply the series rules of :mod:`custom.data.bimcv.mids`; ``{study_id: (series, nifti path, probe)}``."""
+    """Apply the series rules of :mod:`t3d_tools.curation.bimcv.mids`; ``{study_id: (series, nifti path, probe)}``."""
     exclusions: list[Exclusion] = []
     candidates: dict[str, list[tuple[Series, str, dict]]] = defaultdict(list)
     for item in tqdm(series, desc="probe series", unit="series", disable=not progress):
@@ -536,12 +542,12 @@ def curate(
         out: output folder (created).
         translation: ``"identity"``, ``"column:<name>"`` (a translated column of the labels TSV) or a transformers
             seq2seq model id/path (default MarianMT Spanish -> English); from Python also a translator object
-            (``name`` and ``translate(texts) -> texts``, see :mod:`custom.data.bimcv.reports`). A report whose
+            (``name`` and ``translate(texts) -> texts``, see :mod:`t3d_tools.curation.bimcv.reports`). A report whose
             translation has no letter or digit is excluded as "empty translation".
         labels_tsv: the labels table, relative to ``root`` (BIMCV-COVID19-:
             ``derivatives/labels/Labels_covid_NEG_JAN21.tsv``).
         columns: column-name overrides, e.g. ``{"report": "Texto"}``
-            (see :class:`~custom.data.bimcv.tables.BimcvColumns`).
+            (see :class:`~t3d_tools.curation.bimcv.tables.BimcvColumns`).
         min_positive: a term becomes a class with at least this many positive studies.
         min_slices: volumes with fewer slices along the third axis are excluded.
         val_fraction, test_fraction: patient fractions of the validation and test splits.
@@ -771,8 +777,8 @@ def curate_csv(
 
     Image paths are relative to the CSV's folder (or absolute). The patient is ``patient_column`` when given, else the
     ``sub-*`` entity of the path, else the file name; the study is the ``sub-*_ses-*`` entities, else the file name.
-    Labels come from the English labeler (:func:`~custom.data.bimcv.labels.english_terms`), same vocabulary as the
-    ``Labels`` route; ``uncertain_as`` decides uncertain mentions.
+    Labels come from the English labeler (:func:`~t3d_tools.curation.bimcv.labels.english_terms`), same vocabulary as
+    the ``Labels`` route; ``uncertain_as`` decides uncertain mentions.
     """
     out = os.path.abspath(out)
     base = os.path.dirname(os.path.abspath(csv_path))

@@ -1,14 +1,14 @@
 """Download a packed bundle by name, validating the zip before anything is unpacked:
 
-    python -m custom.packaging.download --name t3d_btcv_seg --url file:///abs/dist/t3d_btcv_seg_v0.2.0.zip \
+    python -m t3d_tools.packaging.download --name t3d_btcv_seg --url file:///abs/dist/t3d_btcv_seg_v0.2.0.zip \
         --bundle_dir bundles
-    python -m custom.packaging.download --name t3d_btcv_seg --repo <owner>/<repo>/hosting_storage_v1 \
+    python -m t3d_tools.packaging.download --name t3d_btcv_seg --repo <owner>/<repo>/hosting_storage_v1 \
         [--version 0.2.0] --bundle_dir bundles
 
 The same sources as ``python -m monai.bundle download --url`` / ``--source github`` (MONAI's ``download_url`` fetches
 the zip; without ``--version`` MONAI's GitHub release lookup picks the latest), but the zip goes to a temporary folder
-inside ``--bundle_dir``, is checked completely by :func:`custom.packaging.archive.validate_bundle_archive` (the check
-``custom.serving.prepare`` uses: relative paths, no ``..``, no links, one top folder that must be ``--name``) and is
+inside ``--bundle_dir``, is checked completely by :func:`t3d_tools.packaging.archive.validate_bundle_archive` (the check
+``t3d_tools.serving.prepare`` uses: relative paths, no ``..``, no links, one top folder that must be ``--name``) and is
 then unpacked into a temporary folder and renamed to ``<bundle_dir>/<name>``, replacing an earlier copy. A refused or
 failed download leaves nothing in ``--bundle_dir`` and exits 2 with one line; running it again downloads again.
 (``monai.bundle download`` refuses unsafe members only while extracting: the partial folder it leaves makes a re-run
@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 
-from custom.packaging.archive import ArchiveError, unpack_bundle_archive
+from t3d_tools.packaging.archive import ArchiveError, unpack_bundle_archive
 
 __all__ = ["bundle_url", "download_bundle", "main"]
 
@@ -74,7 +74,9 @@ def download_bundle(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m custom.packaging.download", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m t3d_tools.packaging.download", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--name", required=True, help="bundle name: the zip's top folder must be exactly this")
     parser.add_argument("--bundle_dir", required=True, help="the bundle is unpacked to <bundle_dir>/<name>")
     parser.add_argument("--url", help="the zip's URL (file:///abs/path.zip for a local file)")

@@ -1,13 +1,13 @@
 """The paper's comparison from one command: pre-train every row, fine-tune every downstream bundle at every label
 fraction with several seeds, write one JSON per run, then the Markdown table and the plots.
 
-    python -m custom.experiments.paper_table --scale toy --out results/toy --jobs 2
-    python -m custom.experiments.paper_table --scale full --dry_run \
+    python -m t3d_tools.experiments.paper_table --scale toy --out results/toy --jobs 2
+    python -m t3d_tools.experiments.paper_table --scale full --dry_run \
         --data_dir t3d_pretrain=/data/bimcv_vlp --data_dir t3d_btcv_seg=/data/BTCV \
         --data_dir t3d_msd_lung=/data/Task06_Lung --data_dir t3d_brats=/data/BraTS2021 \
         --pretrain_override text_encoder_name=/models/RadBERT-RoBERTa-4m \
         --pretrain_override clinicalbert:text_encoder_name=/models/ClinicalBERT
-    python -m custom.experiments.paper_table --out results/toy --table_only
+    python -m t3d_tools.experiments.paper_table --out results/toy --table_only
 
 Every piece runs in this process through ``monai.bundle.ConfigWorkflow`` (the same objects ``python -m monai.bundle
 run`` builds; each result records the equivalent command). Re-running the command resumes: a finished pre-training
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from custom.experiments.protocol import (
+from t3d_tools.experiments.protocol import (
     BUNDLES_DIR,
     PRETRAIN_BUNDLE,
     REPO,
@@ -41,7 +41,7 @@ from custom.experiments.protocol import (
     bundle_by_name,
     row_by_name,
 )
-from custom.experiments.results import (
+from t3d_tools.experiments.results import (
     IncompleteResultsError,
     build_report,
     result_path,
@@ -523,7 +523,7 @@ def _text_encoder_problems(parser, where: str) -> list[str]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m custom.experiments.paper_table", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m t3d_tools.experiments.paper_table", description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="toy")
     p.add_argument("--seeds", type=int, default=None, help="fine-tune seeds per cell (default: the scale's, 3)")
     p.add_argument("--out", default="results", help="results folder (plan.json, runs/, work/, logs/, tables, plots)")
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in {**protocol.plan["skipped_rows"], **protocol.plan["skipped_bundles"]}.items():
         print(f"skipped {name}: {why}")
     start = time.time()
-    protocol.plan["command"] = "python -m custom.experiments.paper_table " + shlex.join(argv)
+    protocol.plan["command"] = "python -m t3d_tools.experiments.paper_table " + shlex.join(argv)
     protocol.prepare()
     phase_wall = {}
     for phase in ("pretrain", "finetune"):
@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs <= 1:
             protocol.run_phase(phase)
         else:
-            command = [sys.executable, "-m", "custom.experiments.paper_table", *argv, "--worker", phase]
+            command = [sys.executable, "-m", "t3d_tools.experiments.paper_table", *argv, "--worker", phase]
             # each worker gets its share of the cores: N workers with all-core thread pools each thrash
             threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
             env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

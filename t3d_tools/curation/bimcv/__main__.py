@@ -1,12 +1,12 @@
-"""Command line: ``python -m custom.data.bimcv {curate,curate_csv,miniature} --help``."""
+"""Command line: ``python -m t3d_tools.curation.bimcv {curate,curate_csv,miniature} --help``."""
 
 import sys
 
 import fire
 
-from custom.data.bimcv.curate import curate, curate_csv
-from custom.data.bimcv.miniature import make_miniature
 from custom.data.checks import DataError
+from t3d_tools.curation.bimcv.curate import curate, curate_csv
+from t3d_tools.curation.bimcv.miniature import make_miniature
 
 if __name__ == "__main__":
     try:

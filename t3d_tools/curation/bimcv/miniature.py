@@ -1,6 +1,6 @@
 """A miniature BIMCV-COVID19 tree in the real MIDS layout, with known labels and planted defects, for tests.
 
-    python -m custom.data.bimcv miniature --root /tmp/bimcv_mini
+    python -m t3d_tools.curation.bimcv miniature --root /tmp/bimcv_mini
 
 Volumes come from the synthetic phantom engine (:mod:`custom.data.synthetic_ct`), so every study's findings are
 known; the Spanish report (:func:`write_spanish_report`) and the PadChest-style ``Labels`` list are written from the
@@ -30,9 +30,9 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from custom.data.bimcv.mids import dicom_reader_available
 from custom.data.synthetic_ct import Finding, render_phantom, sample_findings
 from custom.data.synthetic_reports import write_report
+from t3d_tools.curation.bimcv.mids import dicom_reader_available
 
 __all__ = ["LABEL_SURFACE_FORMS", "write_spanish_report", "padchest_labels", "make_miniature"]
 

@@ -1,4 +1,5 @@
-"""The one place bundle zips are checked and unpacked: ``custom.serving.prepare`` and ``custom.packaging.download``.
+"""The one place bundle zips are checked and unpacked, for ``t3d_tools.serving.prepare`` and
+``t3d_tools.packaging.download``.
 
 :func:`validate_bundle_archive` reads the whole archive before anything is written: every member must be a
 relative path (no leading ``/``, no drive such as ``C:``, no backslash, no ``.`` / ``..`` / empty component), a

@@ -1,0 +1,1 @@
+"""Experiments spanning several bundles: the paper table (``python -m t3d_tools.experiments.paper_table``)."""

@@ -143,7 +143,7 @@ def test_every_planted_segmentation_defect_is_flagged_once(dataset):
     path = _write(folder, "broken_seg.json", {"labels": SEG_LABELS, "training": _seg_rows(cases) + rows})
     problems = verify_datalist(path)
     for offset, (name, (_, expected)) in enumerate(planted.items()):
-        lines = [p for p in problems if p.startswith(f"training[{len(cases) + offset}] ")]
+        lines = [p for p in problems if f"[training #{len(cases) + offset}] " in p]
         assert len(lines) == 1 and expected in lines[0], (name, lines)
     assert len(problems) == len(planted)  # nothing flagged in the clean rows
 
@@ -166,13 +166,13 @@ def test_every_planted_pairs_defect_is_flagged_once(dataset, capsys):
     )
     problems = verify_datalist(path)
     expected = {
-        "training[3] ": "non-empty report",
-        "training[4] ": "UTF-8",
-        "training[5] ": "one per class",
+        "[training #3] ": "non-empty report",
+        "[training #4] ": "UTF-8",
+        "[training #5] ": "one per class",
         "patient_id P0": "expected in one split",
     }
     for prefix, text in expected.items():
-        lines = [p for p in problems if p.startswith(prefix)]
+        lines = [p for p in problems if p.startswith(prefix) or f" {prefix}" in p]
         assert len(lines) == 1 and text in lines[0], (prefix, problems)
     assert len(problems) == len(expected)
     assert main(["--datalist", path]) == 1

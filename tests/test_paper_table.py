@@ -15,7 +15,8 @@ import torch
 from conftest import run_bundle
 
 from custom.weights.checkpoint import safe_load
-from t3d_tools.experiments.paper_table import DryRunError, Protocol, main
+from t3d_tools.experiments.dry_run import DryRunError
+from t3d_tools.experiments.paper_table import main
 from t3d_tools.experiments.protocol import COLUMNS, build_plan, discover_rows
 from t3d_tools.experiments.results import (
     README_BEGIN,
@@ -29,6 +30,7 @@ from t3d_tools.experiments.results import (
     write_result,
     write_timing,
 )
+from t3d_tools.experiments.runner import PaperTableRunner
 
 TOY_ROWS = [r.name for r in discover_rows("toy")[0] if r.pretrain]
 TINY = {
@@ -38,35 +40,37 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def toy_protocol(tmp_path_factory, synthetic_pairs, offline_text_encoder):
-    """A toy protocol on the small test pairs set, its shared text encoder already in place (no rebuild)."""
+def toy_runner(tmp_path_factory, synthetic_pairs, offline_text_encoder):
+    """A toy runner on the small test pairs set, its shared text encoder already in place (no rebuild)."""
     out = tmp_path_factory.mktemp("paper_table")
     os.makedirs(out / "work")
     os.symlink(offline_text_encoder, out / "work" / "text_encoder")
 
-    def make(**kw) -> Protocol:
+    def make(**kw) -> PaperTableRunner:
         budget = {**TINY, **kw.pop("budget", {})}
-        return Protocol("toy", str(out), seeds=1, data_dirs={"t3d_pretrain": synthetic_pairs}, budget=budget, **kw)
+        return PaperTableRunner(
+            "toy", str(out), seeds=1, data_dirs={"t3d_pretrain": synthetic_pairs}, budget=budget, **kw
+        )
 
     return make
 
 
 @pytest.mark.parametrize("row", TOY_ROWS)
-def test_every_method_and_ablation_pretrains_two_steps_and_exports_like_t3d(toy_protocol, row):
-    protocol = toy_protocol(rows=[row])
-    protocol.pretrain(row)
-    with open(os.path.join(protocol.pretrain_dir(row), "pretrain_done.json")) as f:
+def test_every_method_and_ablation_pretrains_two_steps_and_exports_like_t3d(toy_runner, row):
+    runner = toy_runner(rows=[row])
+    runner.pretrain(row)
+    with open(os.path.join(runner.pretrain_dir(row), "pretrain_done.json")) as f:
         done = json.load(f)
     assert done["steps"] == 2
     encoder = safe_load(done["weights"])
-    with open(os.path.join(protocol.pretrain_dir(row), "models", "image_encoder.json")) as f:
+    with open(os.path.join(runner.pretrain_dir(row), "models", "image_encoder.json")) as f:
         description = json.load(f)
     # same export format as T3D's: plain BasicUNet encoder names, same description
     assert description["backbone"] == "BasicUNetBackbone" and description["bottleneck_channels"] == 64
     assert encoder and all(k.startswith(tuple(description["encoder_prefixes"])) for k in encoder)
     assert all(torch.isfinite(v.float()).all() for v in encoder.values())
     if row != "t3d":
-        t3d = toy_protocol(rows=["t3d"])
+        t3d = toy_runner(rows=["t3d"])
         t3d.pretrain("t3d")
         assert set(safe_load(t3d.weights_of("t3d"))) == set(encoder)
 
@@ -120,23 +124,23 @@ def test_ssl_losses_and_views():
     assert terms["reconstruction"] == 0 and torch.isclose(terms["loss"], terms["rotation"] + terms["contrast"])
 
 
-def test_one_fine_tune_writes_a_complete_result(toy_protocol):
+def test_one_fine_tune_writes_a_complete_result(toy_runner):
     budget = {"finetune_iterations": 2, "miniature_cases": 5}
-    protocol = toy_protocol(rows=["t3d"], bundles=["t3d_brats"], fractions=[0.1], budget=budget)
-    protocol.prepare()
-    protocol.pretrain("t3d")
-    run = protocol.plan["runs"][0]
-    protocol.finetune(run)
-    with open(result_path(protocol.out_dir, run["run_id"])) as f:
+    runner = toy_runner(rows=["t3d"], bundles=["t3d_brats"], fractions=[0.1], budget=budget)
+    runner.prepare()
+    runner.pretrain("t3d")
+    run = runner.plan["runs"][0]
+    runner.finetune(run)
+    with open(result_path(runner.out_dir, run["run_id"])) as f:
         result = json.load(f)
     assert result["status"] == "complete" and result["iterations"] == 2 and result["method"] == "t3d"
     assert set(result["metrics"]) == {"mean_dice", "tc", "wt", "et"}
     assert "monai.bundle run" in result["command"] and result["config"]["overrides"]["pretrained_weights"].endswith(
         "image_encoder.pt"
     )
-    assert protocol.finetune(run) == "exists"  # resumable: a finished run is not run again
+    assert runner.finetune(run) == "exists"  # resumable: a finished run is not run again
     with pytest.raises(SystemExit, match="another scale or budget"):  # ... but never mixed with another budget
-        toy_protocol(rows=["t3d"], bundles=["t3d_brats"], budget={**budget, "finetune_iterations": 3}).prepare()
+        toy_runner(rows=["t3d"], bundles=["t3d_brats"], budget={**budget, "finetune_iterations": 3}).prepare()
 
 
 def _fake_results(out_dir: str, seeds: int = 3, skip: int | None = None) -> dict:
@@ -283,8 +287,10 @@ def test_full_dry_run_passes_when_data_and_text_encoders_are_there(tmp_path, off
 
 def test_dry_run_reports_a_config_that_does_not_resolve(tmp_path):
     broken = {"ssl_swin:ssl_loss#_target_": "custom.losses.nowhere.Loss"}
-    protocol = Protocol("full", str(tmp_path), rows=["ssl_swin"], bundles=["t3d_btcv_seg"], pretrain_overrides=broken)
+    runner = PaperTableRunner(
+        "full", str(tmp_path), rows=["ssl_swin"], bundles=["t3d_btcv_seg"], pretrain_overrides=broken
+    )
     with pytest.raises(
         DryRunError, match=r"ssl_swin\]: component ssl_loss target 'custom.losses.nowhere.Loss' not importable"
     ):
-        protocol.dry_run()
+        runner.dry_run()

@@ -23,7 +23,8 @@ import json
 import os
 from collections.abc import Sequence
 
-from custom.data.checks import DataError, read_json_object
+from custom.data.checks import DataError
+from custom.data.datalist import read_datalist, read_split, row_location
 from custom.data.label_fractions import label_fraction_subsets
 
 __all__ = ["LABEL_KEYS", "read_class_names", "load_classification_split", "write_class_names"]
@@ -35,7 +36,7 @@ CLASS_KEYS: tuple[str, ...] = ("class_names", "finding_names")
 
 def read_class_names(datalist: str) -> list[str]:
     """The class list of ``datalist`` (its ``class_names``, else ``finding_names``)."""
-    content = read_json_object(datalist)
+    content = read_datalist(datalist)
     for key in CLASS_KEYS:
         names = content.get(key)
         if names:
@@ -80,39 +81,22 @@ def load_classification_split(
     list never silently scores another. Relative image paths resolve against ``dataset_dir`` (default: the
     datalist's folder).
     """
-    content = read_json_object(datalist)
     names = read_class_names(datalist)
     if class_names is not None and list(class_names) != names:
         raise DataError(
             f"{datalist}: expected the class list {list(class_names)} (config key class_names), found {names}"
         )
-    if split not in content:
-        raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
-    if not content[split]:
-        raise DataError(f"{datalist}: expected at least one '{split}' row, found an empty split")
-    base = dataset_dir or os.path.dirname(os.path.abspath(datalist))
     rows = []
-    for index, row in enumerate(content[split]):
-        where = f"{datalist} [{split} #{index}]"
-        if not isinstance(row, dict) or "image" not in row:
-            raise DataError(
-                f"{where}: expected a row with an 'image' key, "
-                f"found {row if not isinstance(row, dict) else sorted(row)}"
-            )
-        listed = row["image"] if isinstance(row["image"], list) else [row["image"]]  # a list: one file per channel
-        if not listed or not all(isinstance(p, str) and p for p in listed):
-            raise DataError(
-                f"{where} key 'image': expected a file path or a list of file paths, found {row['image']!r}"
-            )
-        paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in listed]
-        for path in paths:
-            if not os.path.isfile(path):
-                raise DataError(f"{where} key 'image': image file not found: {path}")
-        image = paths if isinstance(row["image"], list) else paths[0]  # the channel count is checked after loading
-        vector = _label_vector(row, where, len(names))
-        patient = str(row.get("patient_id") or os.path.basename(paths[0]).split(".")[0])
+    for index, row in enumerate(read_split(datalist, split, dataset_dir)):
+        vector = _label_vector(row, row_location(datalist, split, index), len(names))
+        image = row["image"]  # a list: one file per channel; the channel count is checked after loading
         rows.append(
-            {"image": image, "label": vector, "patient_id": patient, "study_id": str(row.get("study_id", image))}
+            {
+                "image": image,
+                "label": vector,
+                "patient_id": row["patient_id"],
+                "study_id": str(row.get("study_id", image)),
+            }
         )
     if label_fraction < 1.0:  # "label" holds the same multi-hot vector the curation stratifies its files by
         rows = label_fraction_subsets(rows, (label_fraction,), seed, stratify_key="label")[label_fraction]

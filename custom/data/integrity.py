@@ -7,7 +7,8 @@ A datalist is a JSON object whose list values are splits (``training``, ``valida
 row is a dict (``image``, and ``label`` / ``report`` / ``label_vector`` / ``patient_id`` as the kind needs) or, as in
 the Decathlon ``test`` list, a bare image path. Paths are relative to the datalist's folder (or ``--base_dir``).
 
-Checks, each problem reported as one line ``<split>[<row>] <file or key>: expected ..., found ...``:
+Checks, each problem reported as one line ``<datalist> [<split> #<row>] <file or key>: expected ..., found ...``
+(:func:`custom.data.datalist.row_location`):
 
 - every image (and label) file exists and loads fully; images are 3D (4D with channels last is accepted for
   multi-modal Decathlon images; a pairs or classification row names one single-channel volume, not a list) with
@@ -18,7 +19,8 @@ Checks, each problem reported as one line ``<split>[<row>] <file or key>: expect
 - pairs: the report is non-empty UTF-8 text (inline, or a ``.txt`` file path);
 - pairs and classification: ``label_vector`` / ``label`` has one 0/1 entry per class of ``finding_names`` /
   ``class_names``;
-- no patient (``patient_id``) and no image file in two splits.
+- no patient (``patient_id``, else the image's file name: :func:`custom.data.datalist.patient_id_of`) and no image
+  file in two splits.
 
 Exit status 1 when any problem is found, else 0 (the last line then says ``OK``).
 """
@@ -26,8 +28,6 @@ Exit status 1 when any problem is found, else 0 (the last line then says ``OK``)
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -43,7 +43,7 @@ from custom.data.checks import (
     patient_split_problems,
     read_report,
 )
-from custom.data.pairs import read_csv_datalist
+from custom.data.datalist import dataset_base, patient_id_of, read_datalist, resolve_paths, row_location
 
 __all__ = ["KINDS", "detect_kind", "declared_label_values", "verify_datalist", "main"]
 
@@ -112,10 +112,6 @@ def _load_image(path: str, min_spacing: float, max_spacing: float, allow_4d: boo
     return array, affine
 
 
-def _resolve(path: str, base_dir: str) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
-
-
 def _check_vector(vector: object, classes: list | None, source: str) -> None:
     if not isinstance(vector, list):
         raise DataError(f"{source}: expected a list of 0/1 per class, found {type(vector).__name__}")
@@ -150,11 +146,13 @@ def _check_row(
             problems.append(f"image: expected a file path, found {image!r}")
             continue
         try:
-            loaded = _load_image(_resolve(image, base_dir), min_spacing, max_spacing, allow_4d=kind == "segmentation")
+            loaded = _load_image(
+                resolve_paths(image, base_dir), min_spacing, max_spacing, allow_4d=kind == "segmentation"
+            )
         except DataError as err:
             problems.append(str(err))
     if kind == "segmentation" and isinstance(row.get("label"), str):
-        label_path = _resolve(row["label"], base_dir)
+        label_path = resolve_paths(row["label"], base_dir)
         try:
             label, label_affine = load_nifti_checked(label_path)
             if loaded is not None:
@@ -194,20 +192,11 @@ def verify_datalist(
     """Every problem of the datalist, one line each (empty when it is clean)."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, found {kind!r}")
-    if datalist_path.lower().endswith(".csv"):
-        try:
-            datalist = read_csv_datalist(datalist_path)
-        except (OSError, DataError) as err:
-            return [f"{datalist_path}: expected a readable CSV datalist, found {err}"]
-    else:
-        try:
-            with open(datalist_path, encoding="utf-8") as f:
-                datalist = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            return [f"{datalist_path}: expected a readable JSON datalist, found {type(err).__name__}: {err}"]
-    if not isinstance(datalist, dict):
-        return [f"{datalist_path}: expected a JSON object of splits, found {type(datalist).__name__}"]
-    base_dir = base_dir or os.path.dirname(os.path.abspath(datalist_path))
+    try:
+        datalist = read_datalist(datalist_path, "--datalist")
+    except (OSError, DataError) as err:
+        return [str(err)]
+    base_dir = dataset_base(datalist_path, base_dir)
     splits = _splits(datalist)
     if not splits:
         return [
@@ -226,14 +215,17 @@ def verify_datalist(
     for split, rows in splits.items():
         for index, row in enumerate(rows):
             row = {"image": row} if isinstance(row, str) else row
-            prefix = f"{split}[{index}]"
+            where = row_location(datalist_path, split, index)
             for problem in _check_row(row, kind, base_dir, classes, label_values, min_spacing, max_spacing):
-                problems.append(f"{prefix} {problem}")
+                problems.append(f"{where} {problem}")
             for image in row.get("image") if isinstance(row.get("image"), list) else [row.get("image")]:
                 if isinstance(image, str):
-                    splits_of_image[_resolve(image, base_dir)].add(split)
-    rows_of_split = {split: [{"image": r} if isinstance(r, str) else r for r in rows] for split, rows in splits.items()}
-    problems.extend(patient_split_problems(rows_of_split, patient_key))
+                    splits_of_image[resolve_paths(image, base_dir)].add(split)
+    patients = {
+        split: [{patient_key: patient_id_of(r, patient_key)} for r in rows if isinstance(r, str) or r.get("image")]
+        for split, rows in splits.items()
+    }
+    problems.extend(patient_split_problems(patients, patient_key))
     for image, found in sorted(splits_of_image.items()):
         if len(found) > 1:
             problems.append(f"{image}: expected in one split, found in {sorted(found)}")

@@ -3,7 +3,8 @@
 Patients are shuffled once with the seed; every fraction takes a prefix of that order, so smaller subsets are
 contained in larger ones and the same seed always gives the same files. With ``stratify_key`` (a per-row list or
 multi-hot vector of labels), patients are ordered round-robin across their rarest label so that each prefix
-covers as many classes as it can. Every fraction keeps at least ``min_patients`` patients.
+covers as many classes as it can. Every fraction keeps at least ``min_patients`` patients. A row's patient is
+:func:`custom.data.datalist.patient_id_of` (its ``patient_id``, else its image's file name).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+
+from custom.data.checks import DataError
+from custom.data.datalist import patient_id_of, read_datalist
 
 __all__ = ["patient_order", "label_fraction_subsets", "write_label_fraction_datalists"]
 
@@ -30,14 +34,14 @@ def patient_order(
     rows: Sequence[dict], seed: int, patient_key: str = "patient_id", stratify_key: str | None = None
 ) -> list:
     """Patients in the order fractions take them (deterministic for ``seed``)."""
-    patients = sorted({str(row[patient_key]) for row in rows})
+    patients = sorted({patient_id_of(row, patient_key) for row in rows})
     rng = np.random.default_rng(seed)
     shuffled = [patients[i] for i in rng.permutation(len(patients))]
     if stratify_key is None:
         return shuffled
     labels_of: dict[str, set] = defaultdict(set)
     for row in rows:
-        labels_of[str(row[patient_key])].update(_row_labels(row, stratify_key))
+        labels_of[patient_id_of(row, patient_key)].update(_row_labels(row, stratify_key))
     frequency: dict = defaultdict(int)
     for labels in labels_of.values():
         for label in labels:
@@ -71,7 +75,7 @@ def label_fraction_subsets(
     for fraction in fractions:
         count = min(len(order), max(min_patients, math.ceil(fraction * len(order))))
         chosen = set(order[:count])
-        subsets[fraction] = [row for row in rows if str(row[patient_key]) in chosen]
+        subsets[fraction] = [row for row in rows if patient_id_of(row, patient_key) in chosen]
     return subsets
 
 
@@ -85,10 +89,9 @@ def write_label_fraction_datalists(
     train_key: str = "training",
 ) -> dict[float, str]:
     """Write ``<stem>_frac<percent>.json`` next to the datalist (or in ``out_dir``), other keys copied unchanged."""
-    with open(datalist_path, encoding="utf-8") as f:
-        datalist = json.load(f)
+    datalist = read_datalist(datalist_path)
     if train_key not in datalist:
-        raise KeyError(f"{datalist_path}: expected a '{train_key}' list, found keys {sorted(datalist)}")
+        raise DataError(f"{datalist_path}: expected a '{train_key}' list, found keys {sorted(datalist)}")
     out_dir = out_dir or os.path.dirname(os.path.abspath(datalist_path))
     stem = os.path.splitext(os.path.basename(datalist_path))[0]
     subsets = label_fraction_subsets(datalist[train_key], fractions, seed, patient_key, stratify_key)

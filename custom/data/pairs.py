@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from custom.data.checks import DataError, check_report_text, read_json_object, read_report, read_text_file
+from custom.data.checks import DataError, check_report_text, read_report
+from custom.data.datalist import dataset_base, read_split, row_location
 from custom.data.volume_cache import CachedVolume, VolumeCache
 from custom.transforms.report_text import clean_report
 from custom.transforms.subvolume import (
@@ -22,75 +20,27 @@ from custom.transforms.subvolume import (
     stratified_crop_origins,
 )
 
-__all__ = ["load_pairs", "read_csv_datalist", "PairsDataset"]
-
-CSV_IMAGE_COLUMN = "path"
-CSV_REPORT_COLUMN = "Report_en"
-
-
-def read_csv_datalist(path: str) -> dict[str, list[dict]]:
-    """A BIMCV-R style CSV (``path``, ``Report_en``; optional ``split``, ``patient_id``/``PatientID``, ``study_id``)
-    as ``{split: rows}`` in the JSON datalist's row form; without a ``split`` column every row is ``training``."""
-    reader = csv.DictReader(io.StringIO(read_text_file(path)))
-    columns = reader.fieldnames or []
-    for column in (CSV_IMAGE_COLUMN, CSV_REPORT_COLUMN):
-        if column not in columns:
-            raise DataError(f"{path}: expected a '{column}' column, found columns {columns}")
-    splits: dict[str, list[dict]] = {}
-    for r in reader:
-        stem = os.path.basename(r[CSV_IMAGE_COLUMN]).split(".")[0]
-        splits.setdefault(r["split"] if "split" in columns else "training", []).append(
-            {
-                "image": r[CSV_IMAGE_COLUMN],
-                "report": r[CSV_REPORT_COLUMN],
-                "patient_id": r.get("patient_id") or r.get("PatientID") or stem,
-                "study_id": r.get("study_id") or stem,
-            }
-        )
-    return splits
-
-
-def _rows_from_csv(path: str, split: str) -> list[dict]:
-    columns = csv.DictReader(io.StringIO(read_text_file(path))).fieldnames or []
-    if split != "training" and "split" not in columns:
-        raise DataError(f"{path}: expected a 'split' column to select '{split}' rows, found columns {columns}")
-    return read_csv_datalist(path).get(split, [])
+__all__ = ["load_pairs", "PairsDataset"]
 
 
 def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "training") -> list[dict]:
     """Rows ``{"image": absolute path, "report": cleaned text, "patient_id", "study_id", ...}`` of one split.
 
     ``datalist`` is a JSON file with a list per split (MONAI's ``training``/``validation`` form) or a CSV with
-    ``path`` and ``Report_en`` columns (optional ``split``, ``patient_id``). Relative image paths are resolved
-    against ``dataset_dir`` (default: the datalist's folder), and so are ``.txt`` report paths (read as UTF-8).
-    Every row is checked now: a missing image, a missing or non-UTF-8 report file or an empty report stops with one
-    line naming the row.
+    ``path`` and ``Report_en`` columns (optional ``split``, ``patient_id``), read by
+    :func:`custom.data.datalist.read_split`. Relative image paths are resolved against ``dataset_dir`` (default: the
+    datalist's folder), and so are ``.txt`` report paths (read as UTF-8). Every row is checked now: a missing image,
+    a missing or non-UTF-8 report file or an empty report stops with one line naming the row.
     """
-    if not os.path.isfile(datalist):
-        raise DataError(f"datalist: expected a JSON or CSV file, found no file at {datalist}")
-    base = dataset_dir or os.path.dirname(os.path.abspath(datalist))
-    if datalist.lower().endswith(".csv"):
-        rows = _rows_from_csv(datalist, split)
-    else:
-        content = read_json_object(datalist)
-        if split not in content:
-            raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
-        rows = content[split]
-    if not rows:
-        raise DataError(f"{datalist}: expected at least one '{split}' row, found none")
+    base = dataset_base(datalist, dataset_dir)
     checked = []
     label_length = None
-    for index, row in enumerate(rows):
-        where = f"{datalist} [{split} #{index}]"
-        for key in ("image", "report"):
-            if key not in row:
-                raise DataError(f"{where}: expected key '{key}', found keys {sorted(row)}")
+    for index, row in enumerate(read_split(datalist, split, dataset_dir)):
+        where = row_location(datalist, split, index)
+        if "report" not in row:
+            raise DataError(f"{where}: expected key 'report', found keys {sorted(row)}")
         if not isinstance(row["image"], str):
-            found = (
-                f"a list of {len(row['image'])}: {row['image'][:2]}"
-                if isinstance(row["image"], list)
-                else repr(row["image"])
-            )
+            found = f"a list of {len(row['image'])}: {row['image'][:2]}"
             raise DataError(
                 f"{where}: 'image': expected one image file path (pre-training is single-channel), found {found}"
             )
@@ -101,12 +51,9 @@ def load_pairs(datalist: str, dataset_dir: str | None = None, split: str = "trai
                     f"{where}: 'label_vector': expected {label_length} values (as the split's first labelled row), "
                     f"found {len(row['label_vector'])}"
                 )
-        image = row["image"] if os.path.isabs(row["image"]) else os.path.join(base, row["image"])
-        if not os.path.isfile(image):
-            raise DataError(f"{where}: image file not found: {image}")
         report = clean_report(read_report(row["report"], base, where))
         check_report_text(report, where)
-        checked.append({**row, "image": image, "report": report, "patient_id": str(row.get("patient_id", image))})
+        checked.append({**row, "report": report})
     return checked
 
 

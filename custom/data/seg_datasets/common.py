@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import DataError, read_json_object
+from custom.data.checks import DataError
+from custom.data.datalist import read_split
 from custom.data.label_fractions import label_fraction_subsets, write_label_fraction_datalists
 
 __all__ = ["write_nifti", "split_validation", "write_datalist", "load_split", "ensure_dataset"]
@@ -52,46 +53,18 @@ def write_datalist(datalist: dict, path: str, fractions: Sequence[float] = (0.01
     return path
 
 
-def _resolve(value: str | list, base_dir: str) -> str | list:
-    if isinstance(value, (list, tuple)):
-        return [_resolve(v, base_dir) for v in value]
-    return os.path.normpath(value if os.path.isabs(value) else os.path.join(base_dir, value))
-
-
-def _default_patient_id(row: dict) -> str:
-    image = row["image"][0] if isinstance(row["image"], (list, tuple)) else row["image"]
-    return os.path.basename(str(image)).split(".")[0]
-
-
 def load_split(
     datalist: str, split: str = "training", dataset_dir: str | None = None, label_fraction: float = 1.0, seed: int = 0
 ) -> list[dict]:
-    """Rows of ``split`` with absolute, existing paths; for ``label_fraction < 1`` the nested seeded patient subset.
+    """Rows of ``split`` with absolute, existing ``image`` and ``label`` paths and a ``patient_id``
+    (:func:`custom.data.datalist.read_split`); for ``label_fraction < 1`` the nested seeded patient subset.
 
     Relative paths resolve against ``dataset_dir`` (default: the datalist's folder), as in MONAI's ``dataset_0.json``.
     The subset equals the ``<stem>_frac<pct>.json`` file that :func:`write_datalist` writes for the same seed.
     """
     if not os.path.isfile(datalist):
         raise DataError(f"{datalist}: datalist not found; write it with the data set's `prepare` command (see docs)")
-    content = read_json_object(datalist)
-    if split not in content:
-        raise DataError(f"{datalist}: expected a '{split}' list, found keys {sorted(content)}")
-    base_dir = dataset_dir or os.path.dirname(os.path.abspath(datalist))
-    rows = []
-    for index, row in enumerate(content[split]):
-        row = {"image": row} if isinstance(row, str) else dict(row)  # the Decathlon "test" list holds bare paths
-        if "image" not in row:
-            raise DataError(f"{datalist}: {split}[{index}] expected an 'image' entry, found keys {sorted(row)}")
-        row.setdefault("patient_id", _default_patient_id(row))
-        for key in _PATH_KEYS:
-            if key in row:
-                row[key] = _resolve(row[key], base_dir)
-                for path in row[key] if isinstance(row[key], list) else [row[key]]:
-                    if not os.path.isfile(path):
-                        raise DataError(f"{datalist}: {split}[{index}] {key} file not found: {path}")
-        rows.append(row)
-    if not rows:
-        raise DataError(f"{datalist}: expected at least one '{split}' row, found none")
+    rows = read_split(datalist, split, dataset_dir, path_keys=_PATH_KEYS)
     if label_fraction < 1.0:
         rows = label_fraction_subsets(rows, fractions=(label_fraction,), seed=seed)[label_fraction]
     return rows

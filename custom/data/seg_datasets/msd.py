@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from custom.data.checks import DataError
+from custom.data.datalist import patient_id_of, read_datalist
 from custom.data.seg_datasets.common import ensure_dataset, split_validation, write_datalist, write_nifti
 from custom.data.synthetic_ct import FINDING_NAMES, Finding, render_phantom
 from custom.data.synthetic_mr import render_brain_phantom
@@ -40,8 +41,7 @@ def _read_dataset_json(dataset_dir: str) -> dict:
     path = os.path.join(dataset_dir, "dataset.json")
     if not os.path.isfile(path):
         raise DataError(f"{dataset_dir}: expected a Decathlon dataset.json, found none")
-    with open(path, encoding="utf-8") as f:
-        content = json.load(f)
+    content = read_datalist(path)
     for key in ("training", "labels", "modality"):
         if key not in content:
             raise DataError(f"{path}: expected a '{key}' entry, found keys {sorted(content)}")
@@ -57,7 +57,7 @@ def build_datalist(dataset_dir: str, val_fraction: float = 0.2, seed: int = 0) -
         row = {
             "image": os.path.normpath(entry["image"]),
             "label": os.path.normpath(entry["label"]),
-            "patient_id": os.path.basename(entry["image"]).split(".")[0],
+            "patient_id": patient_id_of({"image": entry["image"]}),
         }
         rows.append({**row, "tumour_label_scheme": scheme} if scheme else row)
     validation = split_validation([r["patient_id"] for r in rows], val_fraction, seed)

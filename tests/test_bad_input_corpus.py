@@ -344,7 +344,7 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
             {
                 **common,
                 "text_encoder_name": toys.text_encoder,
-                "prepare_data": "[]",
+                "prepare_data": "{}",
                 "batch_size": "2",
                 "max_epochs": "1",
                 "epoch_length": "1",
@@ -359,7 +359,7 @@ def _command(case: Case) -> tuple[str, str, list[str], str]:
         return bundle(
             "t3d_bimcv_cls",
             ["train.json", "cpu_toy.json"],
-            {**common, "prepare_data": "[]", "max_epochs": "1", "val_interval": "1", "batch_size": "4"},
+            {**common, "prepare_data": "{}", "max_epochs": "1", "val_interval": "1", "batch_size": "4"},
         )
     if case.entry == SEG_INFER:
         images = os.path.join(case.data_dir, "imagesTs")

@@ -93,8 +93,8 @@ def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
     card, "Sub-volume TCL on the CPU")."""
     overrides = {
         "offline_text_encoder_dir": offline_text_encoder,
-        "prepare_data#0#num_train": 48,
-        "prepare_data#0#num_val": 8,
+        "prepare_data#synthetic_pairs#num_train": 48,
+        "prepare_data#synthetic_pairs#num_val": 8,
         "epoch_length": 6,
         "max_epochs": 4,
         "val_interval": 4,

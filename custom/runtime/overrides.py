@@ -4,7 +4,7 @@
 that nothing reads, and trains for the configured ``max_epochs``. :func:`check_overrides` (an ``initialize`` item
 of every bundle config) reads the ``--id value`` pairs of the ``monai.bundle run`` command line, loads the config
 files it names, and raises :class:`UnknownOverrideError` naming the closest existing id. Ids inside a list or a
-component that exists (``prepare_data#0#shape``, a new keyword of a ``_target_``) are accepted.
+component that exists (``prepare_data#synthetic_pairs#shape``, a new keyword of a ``_target_``) are accepted.
 """
 
 from __future__ import annotations

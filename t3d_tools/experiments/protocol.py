@@ -70,7 +70,10 @@ TOY_ABLATION = {
         "full scale (a toy SwinUNETR costs ~3.7 s per 64^3 crop here, far beyond the toy budget)"
     },
     "clinicalbert": {
-        "overrides": {"offline_text_encoder_dir": "{work}/text_encoder_weak", "prepare_data#1#mlm_steps": 20},
+        "overrides": {
+            "offline_text_encoder_dir": "{work}/text_encoder_weak",
+            "prepare_data#offline_text_encoder#mlm_steps": 20,
+        },
         "note": "toy stand-in for ClinicalBERT: the same local BERT with 20 instead of 300 masked-LM steps on the "
         "report corpus (less in-domain text pre-training); no ClinicalBERT weights exist offline",
     },
@@ -79,23 +82,21 @@ TOY_ABLATION = {
 
 @dataclass(frozen=True)
 class Bundle:
-    """A downstream bundle. ``toy_datalist``: the toy datalist expression (the bundle's miniature, ``{cases}``
-    cases); ``metrics``: result keys a complete run must have."""
+    """A downstream bundle. ``toy_miniature``: whether its CPU toy writes a miniature data set
+    (``prepare_data#miniature``, whose case count the toy scale sets); ``metrics``: result keys a complete run must
+    have."""
 
     name: str
     label: str
     metrics: tuple[str, ...]
     task: str = "segmentation"
-    toy_datalist: str | None = None
+    toy_miniature: bool = False
 
 
-_MINIATURE = "$custom.data.seg_datasets.{}(@dataset_dir, {{cases}})"
 BUNDLES: tuple[Bundle, ...] = (
-    Bundle("t3d_btcv_seg", "BTCV", ("mean_dice",), toy_datalist=_MINIATURE.format("btcv.ensure_miniature")),
-    Bundle("t3d_msd_lung", "MSD lung", ("mean_dice",), toy_datalist=_MINIATURE.format("msd.ensure_lung_miniature")),
-    Bundle(
-        "t3d_brats", "BraTS", ("mean_dice", "tc", "wt", "et"), toy_datalist=_MINIATURE.format("brats.ensure_miniature")
-    ),
+    Bundle("t3d_btcv_seg", "BTCV", ("mean_dice",), toy_miniature=True),
+    Bundle("t3d_msd_lung", "MSD lung", ("mean_dice",), toy_miniature=True),
+    Bundle("t3d_brats", "BraTS", ("mean_dice", "tc", "wt", "et"), toy_miniature=True),
     Bundle("t3d_bimcv_cls", "BIMCV classification", ("macro_auroc",), task="classification"),
 )
 

@@ -141,8 +141,8 @@ class PaperTableRunner:
                 self.pretrain_config(self.row("t3d"))[1]["dataset_dir"] if bundle.task == "classification" else None
             )
             overrides.setdefault("dataset_dir", shared or os.path.join(self.work, "data", bundle.name))
-            if bundle.toy_datalist:
-                overrides["datalist"] = bundle.toy_datalist.format(cases=self.spec["miniature_cases"])
+            if bundle.toy_miniature:
+                overrides["prepare_data#miniature#num_cases"] = self.spec["miniature_cases"]
             iterations = self.spec["finetune_iterations"]
             overrides.update(
                 {"max_epochs": 1, "val_interval": 1, "train#trainer#epoch_length": iterations, "num_workers": 0}

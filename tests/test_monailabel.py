@@ -5,6 +5,10 @@ venv, ``GET /info/`` and ``POST /infer/<model>`` with a synthetic volume and the
   unpacked into MONAI Label's stock ``monaibundle`` app (``--conf models t3d_btcv_seg_toy,t3d_msd_lung_toy,t3d_brats_toy
   --conf zoo_source github --conf sam2 false``); the returned label map must have the input's shape and only the
   label-map values.
+- The paper network: ``t3d_btcv_seg`` packed as a release (SwinUNETR feature size 48 of ``inference.json``, randomly
+  initialised, seed 0) served on the real CT; its label map must match the input's shape and affine and agree with
+  the same bundle run in this repository's venv (the two stacks differ: MONAI Label's venv runs monai 1.5.2,
+  torch 2.14.1, numpy 1.26, the bundles declare monai 1.6.1, torch 2.13.0, numpy 2.x).
 - Classification: ``t3d_bimcv_cls`` through this repository's app (``t3d_tools/serving/monailabel_app``); the returned
   per-class scores must be probabilities, one per class of its ``channel_def``.
 
@@ -19,6 +23,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import nibabel as nib
@@ -215,6 +220,7 @@ def test_infer_returns_a_label_map_in_the_input_shape(seg_server, bundle, source
     label = np.asarray(nib.load(str(label_path)).dataobj)
     source_image = nib.load(image)
     assert label.shape == source_image.shape[:3]  # one label map in the input grid (BraTS: 4 channels -> 1 map)
+    np.testing.assert_allclose(nib.load(str(label_path)).affine, source_image.affine, atol=1e-4)
     values = set(np.unique(label).astype(int).tolist())
     assert values <= SEG[bundle][1], values
     print(f"\n[{bundle} on {source}] label map {label.shape}, values {sorted(values)}")
@@ -335,3 +341,108 @@ def test_classification_bundle_returns_per_class_probabilities(cls_server, tmp_p
 
 def _synthetic_ct(tmp_path_factory) -> str:
     return _synthetic_image("t3d_btcv_seg", tmp_path_factory)
+
+
+# ---- the paper network (SwinUNETR fs48) on the real CT, against this repository's stack ---------------------------
+
+
+def _peak_rss_mb(pid_group: int) -> float:
+    """Largest VmHWM (peak resident memory) among the processes of a process group, MB."""
+    peak = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) != pid_group:
+                continue
+            with open(f"/proc/{pid}/status") as f:
+                hwm = next(line for line in f if line.startswith("VmHWM:"))
+            peak = max(peak, int(hwm.split()[1]) / 1024)
+        except (OSError, StopIteration):
+            continue
+    return peak
+
+
+def _stack(python: str) -> str:
+    code = "import monai, torch, numpy; print(monai.__version__, torch.__version__, numpy.__version__)"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, env=_env(), check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def paper_release(tmp_path_factory):
+    """``t3d_btcv_seg_v<version>.zip`` packed as a release: the paper-size network of ``inference.json`` with random
+    weights (seed 0) inline (``max_inline_mb`` above their size)."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from t3d_tools.packaging.pack import pack
+
+    config_dir = os.path.join(BUNDLES, "t3d_btcv_seg", "configs")
+    parser = ConfigParser()
+    parser.read_config(os.path.join(config_dir, "inference.json"))
+    parser.read_meta(os.path.join(config_dir, "metadata.json"))
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    assert type(network).__name__ == "SwinUNETR" and parser["network_def"]["feature_size"] == 48
+    weights = tmp_path_factory.mktemp("paper_weights") / "model.pt"
+    torch.save(network.state_dict(), weights)
+    return pack("t3d_btcv_seg", str(tmp_path_factory.mktemp("paper_dist")), weights=str(weights), max_inline_mb=1000)
+
+
+def test_paper_network_is_served_on_the_real_ct_as_this_stack_runs_it(paper_release, tmp_path_factory, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    app_dir = str(tmp_path_factory.mktemp("apps_paper") / "monaibundle")
+    subprocess.run(
+        [MONAILABEL, "apps", "--download", "--name", "monaibundle", "--output", os.path.dirname(app_dir)],
+        check=True,
+        capture_output=True,
+        env=_env(),
+    )
+    from t3d_tools.serving.prepare import prepare_app
+
+    assert prepare_app(app_dir, [paper_release], stock=True) == ["t3d_btcv_seg"]
+    studies = tmp_path_factory.mktemp("studies_paper")
+    server = Server(app_dir, str(studies), ["t3d_btcv_seg"], str(tmp_path / "paper_server.log"))
+    try:
+        info = requests.get(f"{server.url}/info/", timeout=30).json()["models"]["t3d_btcv_seg"]
+        started = time.monotonic()
+        response = server.infer("t3d_btcv_seg", REAL_CT, output="image")
+        served_s = time.monotonic() - started
+        peak_mb = _peak_rss_mb(server.process.pid)
+    finally:
+        server.stop()
+    assert "-toy" not in info["version"]  # a release build, served under the real name
+    served_path = tmp_path / "served.nii.gz"
+    served_path.write_bytes(response.content)
+    served, source = nib.load(str(served_path)), nib.load(REAL_CT)
+    assert served.shape == source.shape
+    np.testing.assert_allclose(served.affine, source.affine, atol=1e-4)
+    served_labels = np.asarray(served.dataobj).astype(int)
+    assert set(np.unique(served_labels).tolist()) <= set(range(14))
+
+    # the same bundle, weights and image through this repository's stack (inference.json in this venv)
+    bundle_root = os.path.join(app_dir, "model", "t3d_btcv_seg")
+    started = time.monotonic()
+    workflow = ConfigWorkflow(
+        config_file=os.path.join(bundle_root, "configs", "inference.json"),
+        meta_file=os.path.join(bundle_root, "configs", "metadata.json"),
+        workflow_type=None,
+        bundle_root=bundle_root,
+        images=[REAL_CT],
+        output_dir=str(tmp_path / "here"),
+        num_workers=0,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    here_s = time.monotonic() - started
+    here = nib.load(str(tmp_path / "here" / "example_ct_sm_seg.nii.gz"))
+    np.testing.assert_allclose(here.affine, served.affine, atol=1e-4)
+    agreement = float(np.mean(np.asarray(here.dataobj).astype(int) == served_labels))
+    theirs, ours = _stack(os.path.join(VENV, "bin", "python")), _stack(sys.executable)
+    stacks = f"monai, torch, numpy: MONAI Label venv {theirs}, this venv {ours}"
+    print(
+        f"\n[t3d_btcv_seg fs48 release on the real CT {source.shape}] served in {served_s:.0f} s, server peak RSS "
+        f"{peak_mb:.0f} MB; this venv {here_s:.0f} s; voxel agreement {agreement:.5f}; {stacks}"
+    )
+    # random weights put many voxels near an argmax tie: agreement is over voxels, and stack differences are ~1e-6
+    assert agreement > 0.99

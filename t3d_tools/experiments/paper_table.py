@@ -31,8 +31,9 @@ import subprocess
 import sys
 import time
 
+from t3d_tools import REPO_ROOT
 from t3d_tools.experiments.dry_run import DryRunError
-from t3d_tools.experiments.protocol import REPO, SCALES
+from t3d_tools.experiments.protocol import SCALES
 from t3d_tools.experiments.results import IncompleteResultsError, build_report, update_readme, write_timing
 from t3d_tools.experiments.runner import PaperTableRunner
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             # each worker gets its share of the cores: N workers with all-core thread pools each thrash
             threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
             env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-            workers = [subprocess.Popen(command, cwd=REPO, env=env) for _ in range(args.jobs)]
+            workers = [subprocess.Popen(command, cwd=REPO_ROOT, env=env) for _ in range(args.jobs)]
             failed = [w.args for w in workers if w.wait() != 0]
             if failed:
                 print(f"{phase}: {len(failed)} worker(s) failed; re-run the same command to resume", file=sys.stderr)

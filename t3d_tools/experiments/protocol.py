@@ -13,8 +13,9 @@ import glob
 import os
 from dataclasses import asdict, dataclass, field
 
+from t3d_tools import REPO_ROOT
+
 __all__ = [
-    "REPO",
     "BUNDLES_DIR",
     "PRETRAIN_BUNDLE",
     "Row",
@@ -28,8 +29,7 @@ __all__ = [
     "build_plan",
 ]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUNDLES_DIR = os.path.join(REPO, "bundles")
+BUNDLES_DIR = os.path.join(REPO_ROOT, "bundles")
 PRETRAIN_BUNDLE = "t3d_pretrain"
 
 

@@ -179,7 +179,7 @@ def pack(
     check_third_party(name, metadata, third_party)
     network = check_network_fits_weights(name, bundle_dir, weights, overlays)
 
-    packed_metadata = toy_metadata(metadata, version, toy) if toy else dict(metadata)
+    packed_metadata = toy_metadata(metadata, version, toy, network) if toy else dict(metadata)
     large_files = None
     if os.path.getsize(weights) > max_inline_mb * 2**20:
         if not weights_url:
@@ -249,7 +249,7 @@ def pack(
     size_mb = os.path.getsize(zip_path) / 2**20
     kind = f"CPU TOY build ({' + '.join(toy)})" if toy else "release"
     print(
-        f"packed {zip_path} ({kind}; {size_mb:.1f} MB; weights fit {network} of configs/inference.json"
+        f"packed {zip_path} ({kind}; {size_mb:.1f} MB; weights fit {type(network).__name__} of configs/inference.json"
         f"{''.join(' + ' + os.path.basename(o) for o in overlays)}; custom/ vendored whole, "
         f"{len(used_modules)} modules used; "
         f"weights {'in large_files.yml' if large_files else 'inside'}); {model_info}: {key}"

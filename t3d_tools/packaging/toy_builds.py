@@ -10,11 +10,16 @@ trained weights are published" note (between ``<!-- weights-status:begin ... -->
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from t3d_tools.packaging.errors import PackError
 from t3d_tools.packaging.release_names import _MONAI_NAME_SPLIT
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "TOY_NAME_SUFFIX",
@@ -24,6 +29,7 @@ __all__ = [
     "WEIGHTS_NOTE_END",
     "toy_overlays",
     "toy_metadata",
+    "measured_output_channels",
     "packed_model_card",
 ]
 
@@ -41,9 +47,36 @@ def toy_overlays(overlays: Iterable[str]) -> list[str]:
     return [o for o in overlays if os.path.basename(o).startswith("cpu_toy")]
 
 
-def toy_metadata(metadata: dict, version: str, overlays: list[str]) -> dict:
-    """``metadata.json`` of a toy build: version ``<version>-toy``, name, description and intended use saying so."""
+def measured_output_channels(network: torch.nn.Module, metadata: dict) -> dict[str, int]:
+    """``{output key: channel count}`` of ``network`` on a zero input of the metadata's first input (its
+    ``num_channels``, its ``spatial_shape`` with ``n = p = 1``, as the model zoo's ``verify_net_in_out`` builds it)."""
+    import torch
+    from monai.bundle.scripts import _get_fake_spatial_shape
+
+    data_format = metadata.get("network_data_format", {})
+    inputs, outputs = data_format.get("inputs", {}), data_format.get("outputs", {})
+    if len(inputs) != 1 or len(outputs) != 1:
+        return {}
+    (spec,) = inputs.values()
+    shape = (1, int(spec.get("num_channels", 1)), *_get_fake_spatial_shape(spec.get("spatial_shape", [])))
+    was_training = network.training
+    network.eval()
+    with torch.no_grad():
+        output = network(torch.zeros(shape))
+    network.train(was_training)
+    return {next(iter(outputs)): int(output.shape[1])} if isinstance(output, torch.Tensor) else {}
+
+
+def toy_metadata(metadata: dict, version: str, overlays: list[str], network: torch.nn.Module | None = None) -> dict:
+    """``metadata.json`` of a toy build: version ``<version>-toy``, name, description and intended use saying so,
+    and (given the packed ``network``) each output's ``num_channels`` as the toy network gives it (the pre-training
+    toy embeds in 64 dimensions where the paper's network gives 512)."""
     meta = dict(metadata)
+    if network is not None:
+        data_format = json.loads(json.dumps(metadata.get("network_data_format", {})))
+        for key, channels in measured_output_channels(network, metadata).items():
+            data_format["outputs"][key]["num_channels"] = channels
+        meta["network_data_format"] = data_format
     toy_version = version + TOY_VERSION_SUFFIX
     used = ", ".join(f"configs/{os.path.basename(o)}" for o in overlays)
     meta["version"] = toy_version

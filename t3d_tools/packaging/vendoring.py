@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Iterable
 
+from t3d_tools import REPO_ROOT
 from t3d_tools.packaging.errors import PackError
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "check_third_party",
 ]
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUSTOM_DIR = os.path.join(REPO_ROOT, "custom")
 _BASE_PACKAGES = {"torch": "pytorch_version", "monai": "monai_version", "numpy": "numpy_version"}
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from t3d_tools.packaging.errors import PackError
 from t3d_tools.packaging.toy_builds import toy_overlays
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["merged_inference", "merged_inference_config", "check_weights", "check_network_fits_weights"]
 
@@ -72,10 +76,10 @@ def _first(keys: list[str], count: int = 3) -> str:
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > count else shown
 
 
-def check_network_fits_weights(name: str, bundle_dir: str, weights: str, overlays: list[str]) -> str:
+def check_network_fits_weights(name: str, bundle_dir: str, weights: str, overlays: list[str]) -> torch.nn.Module:
     """Instantiate the packed ``inference.json``'s ``network_def`` (``overlays`` merged, as they will be packed) and
     load the weights into it with ``load_state_dict(strict=True)``; refuse a mismatch with one line naming the weights
-    file, the config and the first missing / unexpected / differently shaped keys. Returns the network's class name.
+    file, the config and the first missing / unexpected / differently shaped keys. Returns the network, weights loaded.
 
     The state dict is taken the way the config's ``CheckpointLoader`` takes it (its one ``load_dict`` key, e.g.
     ``{"model": state_dict}``, or the bare state dict). A loader with ``strict: false`` (``t3d_pretrain``: the full
@@ -147,4 +151,4 @@ def check_network_fits_weights(name: str, bundle_dir: str, weights: str, overlay
             + "; ".join(p for p in parts if p)
             + f"; {hint}"
         )
-    return target
+    return network

@@ -8,12 +8,20 @@ Such a zip is a toy build: bundle ``<bundle>_toy`` (:func:`toy_name`), version `
 
 from __future__ import annotations
 
+import json
 import os
 
 from conftest import run_bundle
 
 _TRAINED: dict[str, str] = {}  # bundle -> root of its toy run (models/model.pt, data/<miniature>/)
 _PACKED: dict[str, str] = {}
+
+
+def bundle_metadata(bundle: str) -> dict:
+    """The committed ``configs/metadata.json`` of ``bundles/<bundle>``."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "bundles", bundle, "configs", "metadata.json")) as f:
+        return json.load(f)
 
 
 def toy_weights(bundle: str, tmp_path_factory) -> str:

@@ -114,3 +114,21 @@ def test_model_card_has_the_model_zoo_sections_and_says_no_weights_are_published
     assert "No trained weights are published" in note and "python -m monai.bundle run" in note
     assert re.search(r"compute: not measured|measured", note)
     assert f"{bundle}_toy" in note  # what a toy build of it is called
+
+
+@pytest.mark.parametrize("bundle", ["t3d_btcv_seg", "t3d_msd_lung", "t3d_brats", "t3d_bimcv_cls"])
+def test_inference_parts_resolve_with_the_device_as_monai_label_sets_it(bundle):
+    """MONAI Label replaces ``device`` with the request's device *string* (``"cpu"``, ``"cuda"``), not a
+    ``torch.device``, then reads ``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing`` of
+    ``inference.json``: every expression they reach must accept both (the classifier's ``network_def`` reads the
+    trained bundle's ``models/class_names.json``, so it is left out there)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(BUNDLES, bundle, "configs", "inference.json"))
+    parser.read_meta(os.path.join(BUNDLES, bundle, "configs", "metadata.json"))
+    parser["device"] = "cpu"
+    keys = ("preprocessing", "inferer", "postprocessing", "amp")
+    for key in keys if bundle == "t3d_bimcv_cls" else ("network_def", *keys):
+        if key in parser:
+            assert parser.get_parsed_content(key, instantiate=True) is not None, key

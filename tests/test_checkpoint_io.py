@@ -95,7 +95,7 @@ def test_load_errors_name_the_file_and_torchs_real_reason(tmp_path, case):
 
 
 def test_pack_command_line_prints_the_refused_global_as_its_last_line(tmp_path):
-    from test_pack_download import _fake_bundle
+    from test_pack import _fake_bundle
 
     bundle = _fake_bundle(tmp_path)
     path, reason = _bad_checkpoints(tmp_path)["malicious"]

@@ -144,6 +144,15 @@ def test_evaluate_writes_metrics_with_cis_and_thresholds_from_another_split(cls_
         assert low <= entry["auroc"] <= high
     for name in ("validation_per_class.csv", "validation_predictions.csv", "validation_roc_curves.png"):
         assert os.path.isfile(root / "eval" / name), name
+    # the intervals resample patients: each study carries its datalist row's patient_id through the evaluator
+    with open(os.path.join(cls_toy["common"]["dataset_dir"], "pairs_datalist.json")) as f:
+        validation = json.load(f)["validation"]
+    patient_of = {os.path.basename(row["image"]): row["patient_id"] for row in validation}
+    with open(root / "eval" / "validation_predictions.csv") as f:
+        predictions = list(csv.DictReader(f))
+    assert [row["patient_id"] for row in predictions] == [patient_of[os.path.basename(r["image"])] for r in predictions]
+    assert report["bootstrap"]["unit"] == "patient"
+    assert report["patients"] == len(set(patient_of.values())) and report["studies"] == len(validation)
 
 
 def test_inference_writes_probabilities_for_one_volume(cls_toy):

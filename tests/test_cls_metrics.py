@@ -92,6 +92,38 @@ def test_bootstrap_ci_perfect_classifier_and_determinism():
     assert all(math.isnan(v) for v in undefined)
 
 
+def test_bootstrap_over_patients_is_the_study_bootstrap_of_one_study_each_and_wider_with_repeat_studies():
+    """BIMCV patients have several studies, which are not independent: resampling studies treats 3 studies of one
+    patient as 3 pieces of evidence. Here every patient's studies are exact copies (the extreme case), so resampling
+    patients must give exactly the interval of the de-duplicated set, and resampling studies a narrower one."""
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20)
+    s = y * 0.4 + rng.random(40)
+    patients = [f"p{i:02d}" for i in range(40)]
+    single = bootstrap_ci(y, s, roc_auc, n_bootstrap=400, seed=3)
+    assert bootstrap_ci(y, s, roc_auc, n_bootstrap=400, seed=3, groups=patients) == single  # one study each
+    copies = 3
+    y3, s3, patients3 = np.repeat(y, copies), np.repeat(s, copies), [p for p in patients for _ in range(copies)]
+    by_patient = bootstrap_ci(y3, s3, roc_auc, n_bootstrap=400, seed=3, groups=patients3)
+    by_study = bootstrap_ci(y3, s3, roc_auc, n_bootstrap=400, seed=3)
+    assert by_patient == pytest.approx(single, abs=1e-12)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(by_study) < 0.75 * width(by_patient), (by_study, by_patient)  # ~1/sqrt(3) as wide
+    with pytest.raises(ValueError, match="one patient id per row"):
+        bootstrap_ci(y, s, roc_auc, groups=patients[:-1])
+
+
+def test_report_names_its_bootstrap_unit():
+    y = np.array([[0], [1], [1], [0], [1], [0]])
+    s = np.array([[0.1], [0.6], [0.4], [0.5], [0.9], [0.3]])
+    by_study = classification_report(y, s, ["c"], n_bootstrap=50)
+    assert by_study["bootstrap"]["unit"] == "study" and by_study["patients"] is None
+    by_patient = classification_report(y, s, ["c"], n_bootstrap=50, patient_ids=["a", "a", "b", "b", "c", "c"])
+    assert by_patient["bootstrap"]["unit"] == "patient" and by_patient["patients"] == 3
+    with pytest.raises(DataError, match="expected one patient id per study"):
+        classification_report(y, s, ["c"], n_bootstrap=50, patient_ids=["a"])
+
+
 # ---------------------------------------------------------------- the report
 def test_report_keeps_a_class_without_positives_and_macro_skips_it():
     names = ["a", "b", "never"]

@@ -51,10 +51,10 @@ CLS = "t3d_bimcv_cls"
 STARTUP_S = 300
 
 
-def _env() -> dict:
+def _env(threads: int = 1) -> dict:
     """MONAI Label's launcher runs the ``python`` on PATH: its venv first; nothing of this repository's venv."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(OMP_NUM_THREADS="1", PATH=os.path.join(VENV, "bin") + os.pathsep + env.get("PATH", ""))
+    env.update(OMP_NUM_THREADS=str(threads), PATH=os.path.join(VENV, "bin") + os.pathsep + env.get("PATH", ""))
     return env
 
 
@@ -67,7 +67,7 @@ def _free_port() -> int:
 class Server:
     """``monailabel start_server`` in its own process group; stopped by that group id."""
 
-    def __init__(self, app_dir: str, studies: str, models: list[str], log_path: str):
+    def __init__(self, app_dir: str, studies: str, models: list[str], log_path: str, threads: int = 1):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -102,7 +102,7 @@ class Server:
         self.process = subprocess.Popen(
             command,
             cwd=os.path.dirname(app_dir),
-            env=_env(),
+            env=_env(threads),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -388,6 +388,7 @@ def paper_release(tmp_path_factory):
 
 
 def test_paper_network_is_served_on_the_real_ct_as_this_stack_runs_it(paper_release, tmp_path_factory, tmp_path):
+    import torch
     from monai.bundle import ConfigWorkflow
 
     app_dir = str(tmp_path_factory.mktemp("apps_paper") / "monaibundle")
@@ -401,7 +402,9 @@ def test_paper_network_is_served_on_the_real_ct_as_this_stack_runs_it(paper_rele
 
     assert prepare_app(app_dir, [paper_release], stock=True) == ["t3d_btcv_seg"]
     studies = tmp_path_factory.mktemp("studies_paper")
-    server = Server(app_dir, str(studies), ["t3d_btcv_seg"], str(tmp_path / "paper_server.log"))
+    # the paper network alone on the machine: all its cores, for the server and then for this venv's run
+    threads = os.cpu_count() or 1
+    server = Server(app_dir, str(studies), ["t3d_btcv_seg"], str(tmp_path / "paper_server.log"), threads=threads)
     try:
         info = requests.get(f"{server.url}/info/", timeout=30).json()["models"]["t3d_btcv_seg"]
         started = time.monotonic()
@@ -431,9 +434,14 @@ def test_paper_network_is_served_on_the_real_ct_as_this_stack_runs_it(paper_rele
         output_dir=str(tmp_path / "here"),
         num_workers=0,
     )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    finally:
+        torch.set_num_threads(torch_threads)
     here_s = time.monotonic() - started
     here = nib.load(str(tmp_path / "here" / "example_ct_sm_seg.nii.gz"))
     np.testing.assert_allclose(here.affine, served.affine, atol=1e-4)
@@ -442,7 +450,8 @@ def test_paper_network_is_served_on_the_real_ct_as_this_stack_runs_it(paper_rele
     stacks = f"monai, torch, numpy: MONAI Label venv {theirs}, this venv {ours}"
     print(
         f"\n[t3d_btcv_seg fs48 release on the real CT {source.shape}] served in {served_s:.0f} s, server peak RSS "
-        f"{peak_mb:.0f} MB; this venv {here_s:.0f} s; voxel agreement {agreement:.5f}; {stacks}"
+        f"{peak_mb:.0f} MB ({threads} threads); this venv {here_s:.0f} s; labels served "
+        f"{np.unique(served_labels).tolist()}; voxel agreement {agreement:.5f}; {stacks}"
     )
     # random weights put many voxels near an argmax tie: agreement is over voxels, and stack differences are ~1e-6
     assert agreement > 0.99

@@ -12,8 +12,10 @@ Conventions (each checked against hand-computed cases in ``tests/test_cls_metric
 - F1 predicts positive when ``score >= threshold``. :func:`best_f1_threshold` picks the threshold on one split
   (validation); :func:`classification_report` applies thresholds chosen elsewhere, or chooses them on the same
   split when none are given and says so (``threshold_source``).
-- Bootstrap confidence intervals resample studies (rows) with replacement, ``n_bootstrap`` times with a fixed seed;
-  resamples where a metric is undefined are skipped; the percentile interval is reported.
+- Bootstrap confidence intervals resample **patients** with replacement (all of a drawn patient's studies enter
+  together), ``n_bootstrap`` times with a fixed seed, when patient ids are given; without them each study is its own
+  unit, which is too narrow when patients have several studies (their studies are not independent). Resamples where
+  a metric is undefined are skipped; the percentile interval is reported, with its unit.
 """
 
 from __future__ import annotations
@@ -125,15 +127,29 @@ def bootstrap_ci(
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> tuple[float, float]:
-    """Percentile interval of ``metric`` over row resamples (rows are studies; arrays may be 1D or ``(N, C)``);
-    ``(nan, nan)`` when fewer than 10 resamples give a defined value."""
+    """Percentile interval of ``metric`` over resamples of ``N`` rows (studies; arrays may be 1D or ``(N, C)``).
+
+    ``groups`` (``N`` patient ids): resample the ``G`` distinct patients, ``G`` draws with replacement, each draw
+    bringing all its rows (a cluster bootstrap); without it every row is its own group. With one row per patient the
+    two give the same interval. ``(nan, nan)`` when fewer than 10 resamples give a defined value."""
     y_true, y_score = np.asarray(y_true), np.asarray(y_score)
     rng = np.random.default_rng(seed)
     count = y_true.shape[0]
+    if groups is None:
+        members = [np.array([row]) for row in range(count)]
+    else:
+        if len(groups) != count:
+            raise ValueError(f"groups: expected one patient id per row ({count}), found {len(groups)}")
+        _, first_rows, inverse = np.unique(np.asarray(groups, dtype=str), return_index=True, return_inverse=True)
+        # groups in order of first appearance, so one row per patient draws exactly as the row bootstrap does
+        order = np.argsort(first_rows)
+        members = [np.flatnonzero(inverse == g) for g in order]
     values = []
     for _ in range(int(n_bootstrap)):
-        rows = rng.integers(0, count, size=count)
+        drawn = rng.integers(0, len(members), size=len(members))
+        rows = np.concatenate([members[g] for g in drawn])
         value = metric(y_true[rows], y_score[rows])
         if np.isfinite(value):
             values.append(value)
@@ -190,15 +206,20 @@ def classification_report(
     confidence: float = 0.95,
     seed: int = 0,
     source: str = "labels",
+    patient_ids: Sequence[str] | None = None,
 ) -> dict:
     """Everything an evaluation reports, as plain JSON-ready values.
 
     Returns ``{"macro": {...}, "per_class": [...], "classes_without_positives": [...], "thresholds": [...],
     "threshold_source": str, "studies": N, "bootstrap": {...}}``. Per class: ``positives``, ``negatives``,
     ``prevalence``, ``auroc`` (+ ``auroc_ci``), ``auprc`` (+ ``auprc_ci``), ``threshold``, ``f1``, ``note``.
-    Macro values average the classes where the metric is defined (``classes_scored``).
+    Macro values average the classes where the metric is defined (``classes_scored``). ``patient_ids`` (one per
+    study) make the bootstrap resample patients (``bootstrap.unit``: ``"patient"``), else studies.
     """
     y_true, y_score = check_label_matrix(y_true, y_score, class_names, source)
+    if patient_ids is not None and len(patient_ids) != y_true.shape[0]:
+        raise DataError(f"{source}: expected one patient id per study ({y_true.shape[0]}), found {len(patient_ids)}")
+    resample = {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed, "groups": patient_ids}
     count = len(class_names)
     if thresholds is None:
         thresholds = [best_f1_threshold(y_true[:, c], y_score[:, c]) for c in range(count)]
@@ -225,8 +246,8 @@ def classification_report(
         elif positives == truth.size:
             entry["note"] = "no negatives in this split: AUROC undefined, not in the macro AUROC"
         if n_bootstrap:
-            entry["auroc_ci"] = list(bootstrap_ci(truth, score, roc_auc, n_bootstrap, confidence, seed))
-            entry["auprc_ci"] = list(bootstrap_ci(truth, score, average_precision, n_bootstrap, confidence, seed))
+            entry["auroc_ci"] = list(bootstrap_ci(truth, score, roc_auc, **resample))
+            entry["auprc_ci"] = list(bootstrap_ci(truth, score, average_precision, **resample))
         per_class.append(entry)
     macro = {
         "auroc": _nanmean([e["auroc"] for e in per_class]),
@@ -237,16 +258,16 @@ def classification_report(
         "chance_auroc": 0.5,
     }
     if n_bootstrap:
-        macro["auroc_ci"] = list(bootstrap_ci(y_true, y_score, _macro(roc_auc), n_bootstrap, confidence, seed))
-        macro["auprc_ci"] = list(
-            bootstrap_ci(y_true, y_score, _macro(average_precision), n_bootstrap, confidence, seed)
-        )
+        macro["auroc_ci"] = list(bootstrap_ci(y_true, y_score, _macro(roc_auc), **resample))
+        macro["auprc_ci"] = list(bootstrap_ci(y_true, y_score, _macro(average_precision), **resample))
+    unit = "study" if patient_ids is None else "patient"
     return {
         "studies": int(y_true.shape[0]),
+        "patients": None if patient_ids is None else len(set(patient_ids)),
         "macro": macro,
         "per_class": per_class,
         "classes_without_positives": [e["class"] for e in per_class if e["positives"] == 0],
         "thresholds": [float(t) for t in thresholds],
         "threshold_source": threshold_source or "given",
-        "bootstrap": {"resamples": int(n_bootstrap), "confidence": confidence, "seed": seed, "unit": "study"},
+        "bootstrap": {"resamples": int(n_bootstrap), "confidence": confidence, "seed": seed, "unit": unit},
     }

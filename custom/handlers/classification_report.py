@@ -4,7 +4,9 @@ Attached to a MONAI ``SupervisedEvaluator`` whose post-processed output has per-
 ``(C,)``) and ``label`` (0/1, ``(C,)``). At the end of a run (all ranks gather; rank 0 writes) into ``output_dir``:
 
 - ``{prefix}metrics.json``: :func:`~custom.evaluation.classification_metrics.classification_report` (macro and
-  per-class AUROC / AUPRC with bootstrap CIs, F1 at the thresholds, classes without positives listed);
+  per-class AUROC / AUPRC with bootstrap CIs over patients, F1 at the thresholds, classes without positives listed);
+  each study's patient is :func:`~custom.data.datalist.patient_id_of` its data row (``patient_id``, else the image
+  file name), read from the evaluator's decollated batch;
 - ``{prefix}per_class.csv``: the per-class table; ``{prefix}predictions.csv``: one row per study;
 - ``{prefix}roc_curves.png``: ROC curves of the ``roc_classes`` most frequent classes;
 - ``save_thresholds_file`` (optional): the F1-maximising thresholds chosen on this split, for another split to use.
@@ -27,6 +29,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from custom.data.checks import DataError
+from custom.data.datalist import patient_id_of
 from custom.evaluation.classification_metrics import classification_report
 from custom.evaluation.figures import plot_roc_curves
 from custom.handlers.multilabel_metric import gather_rows
@@ -52,6 +55,16 @@ def _filename(item: dict, fallback: str) -> str:
     meta = getattr(image, "meta", None) or {}
     name = meta.get("filename_or_obj", fallback)
     return str(name[0] if isinstance(name, (list, tuple)) else name)
+
+
+def _gather_strings(values: list[str]) -> list[str]:
+    """``values`` of every rank, in rank order (as :func:`~custom.handlers.multilabel_metric.gather_rows` orders
+    tensors)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    from monai.utils import string_list_all_gather
+
+    return string_list_all_gather(values)
 
 
 class ClassificationReport:
@@ -89,25 +102,22 @@ class ClassificationReport:
         self._scores: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._names: list[str] = []
+        self._patients: list[str] = []
 
     def _collect(self, engine: Engine) -> None:
-        output = engine.state.output
+        output, batch = engine.state.output, engine.state.batch
         items = output if isinstance(output, list) else [output]
-        for item in items:
+        rows = batch if isinstance(batch, list) and len(batch) == len(items) else items
+        for item, row in zip(items, rows):
             self._scores.append(torch.as_tensor(item["pred"]).reshape(-1))
             self._labels.append(torch.as_tensor(item["label"]).reshape(-1))
-            self._names.append(_filename(item, f"study{len(self._names)}"))
-
-    def _gather_names(self) -> list[str]:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self._names
-        from monai.utils import string_list_all_gather
-
-        return string_list_all_gather(self._names)
+            name = _filename(item, f"study{len(self._names)}")
+            self._names.append(name)
+            self._patients.append(patient_id_of({"image": name, "patient_id": row.get("patient_id")}))
 
     def _write(self, engine: Engine) -> None:
-        scores, labels, names = gather_rows(self._scores), gather_rows(self._labels), self._gather_names()
-        self.write_report(engine, scores, labels, names)
+        scores, labels = gather_rows(self._scores), gather_rows(self._labels)
+        self.write_report(engine, scores, labels, _gather_strings(self._names), _gather_strings(self._patients))
 
     def write_report(
         self,
@@ -115,9 +125,11 @@ class ClassificationReport:
         scores: torch.Tensor,
         labels: torch.Tensor,
         names: Sequence[str],
+        patient_ids: Sequence[str],
         extra: dict | None = None,
     ) -> dict:
-        """Score ``(N, C)`` probabilities against ``(N, C)`` labels and write the files (rank 0); returns the report."""
+        """Score ``(N, C)`` probabilities against ``(N, C)`` labels of the studies ``names`` of patients
+        ``patient_ids`` (the bootstrap's unit) and write the files (rank 0); returns the report."""
         source = f"{self.split} split"
         thresholds = read_thresholds(self.thresholds_file, self.class_names) if self.thresholds_file else None
         threshold_source = f"chosen on another split ({self.thresholds_file})" if thresholds else None
@@ -129,6 +141,7 @@ class ClassificationReport:
             threshold_source,
             n_bootstrap=self.n_bootstrap,
             source=source,
+            patient_ids=list(patient_ids),
         )
         report = {"split": self.split, **(extra or {}), **report}
         self.report = report
@@ -177,9 +190,10 @@ class ClassificationReport:
                 )
         with open(out("predictions.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["image", *[f"p_{n}" for n in self.class_names], *[f"y_{n}" for n in self.class_names]])
-            for name, score, label in zip(names, scores.tolist(), labels.tolist()):
-                writer.writerow([name, *[f"{s:.6f}" for s in score], *[int(v) for v in label]])
+            probabilities, truths = [f"p_{n}" for n in self.class_names], [f"y_{n}" for n in self.class_names]
+            writer.writerow(["image", "patient_id", *probabilities, *truths])
+            for name, patient, score, label in zip(names, patient_ids, scores.tolist(), labels.tolist()):
+                writer.writerow([name, patient, *[f"{s:.6f}" for s in score], *[int(v) for v in label]])
         if self.save_thresholds_file:
             os.makedirs(os.path.dirname(os.path.abspath(self.save_thresholds_file)), exist_ok=True)
             with open(self.save_thresholds_file, "w", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine
 
 from custom.data.checks import DataError
+from custom.data.datalist import patient_id_of
 from custom.evaluation.zero_shot import class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
 from custom.handlers.classification_report import ClassificationReport
 from custom.handlers.embedding_collector import EmbeddingCollector
@@ -44,6 +45,7 @@ class ZeroShotClassification(EmbeddingCollector):
         self.prompt_set = load_prompt_set(prompt_file, self.class_names)  # checked now, before any volume is encoded
         self.labels = []
         self.images = [str(row.get("image", f"study{i}")) for i, row in enumerate(rows)]
+        self.patients = [patient_id_of({**row, "image": image}) for row, image in zip(rows, self.images)]
         for index, row in enumerate(rows):
             vector = row.get(label_key)
             if not isinstance(vector, (list, tuple)) or len(vector) != len(self.class_names):
@@ -78,4 +80,5 @@ class ZeroShotClassification(EmbeddingCollector):
             "classes_with_default_prompts": self.prompt_set.from_defaults,
             "logit_scale": scale,
         }
-        self.report = self.writer.write_report(engine, probabilities, labels, [self.images[i] for i in indices], extra)
+        images, patients = [self.images[i] for i in indices], [self.patients[i] for i in indices]
+        self.report = self.writer.write_report(engine, probabilities, labels, images, patients, extra)

@@ -3,7 +3,7 @@ build and a release build of each (``scripts/verify_model_zoo.py``, which packs,
 
 Marked ``model_zoo``: it runs when ``T3D_MODEL_ZOO`` names a checkout of Project-MONAI/model-zoo (the zoo's CI code
 is not this project's, so it is never committed here; CI machines reach only the package registries), otherwise it
-is skipped. ~6 min on 2 cores.
+is skipped. About 8 min on 2 cores (2026-12-03).
 """
 
 from __future__ import annotations

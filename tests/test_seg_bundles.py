@@ -199,9 +199,12 @@ def test_fine_tune_started_from_the_checkpoint_encoder(toy, tmp_path):
         **toy["common"],
     )
     workflow.initialize()
-    loaded = workflow.parser.get_parsed_content("network").state_dict()
+    _assert_encoder_is_the_checkpoints(workflow.parser.get_parsed_content("network").state_dict(), toy["backbone"])
+
+
+def _assert_encoder_is_the_checkpoints(loaded: dict, backbone: torch.nn.Module) -> None:
     compared = 0
-    for key, value in toy["backbone"].state_dict().items():
+    for key, value in backbone.state_dict().items():
         # batch-norm running statistics of the pre-training toy have no counterpart in the instance-norm network
         if key.startswith(BasicUNetBackbone.encoder_prefixes) and key in loaded:
             compared += 1
@@ -209,6 +212,23 @@ def test_fine_tune_started_from_the_checkpoint_encoder(toy, tmp_path):
             expected = value.sum(1, keepdim=True).expand_as(loaded[key]) / 4 if adapted else value
             torch.testing.assert_close(loaded[key], expected, rtol=0, atol=1e-7)
     assert compared >= 20  # every conv weight and bias, and the affine norm parameters, of the five encoder blocks
+
+
+def test_frozen_encoder_probe_trains_with_the_checkpoint_encoder_unchanged(toy):
+    """``--frozen_encoder true``: the saved model's encoder is still the checkpoint's after training."""
+    root = toy["root"]
+    run_workflow(
+        toy["spec"].name,
+        ["train.json", "cpu_toy.json"],
+        pretrained_weights=toy["checkpoint"],
+        frozen_encoder=True,
+        max_epochs=1,
+        val_interval=1,
+        ckpt_dir=str(root / "probe"),
+        output_dir=str(root / "probe_runs"),
+        **toy["common"],
+    )
+    _assert_encoder_is_the_checkpoints(torch.load(root / "probe" / "model.pt", weights_only=True), toy["backbone"])
 
 
 def test_scratch_training_runs(toy):

@@ -182,3 +182,36 @@ def test_checkpoint_needing_pickle_is_refused(tmp_path):
     torch.save({"state_dict": {"swinViT.patch_embed.proj.weight": torch.zeros(1)}, "config": object()}, path)
     with pytest.raises(WeightTransferError, match="weights-only"):
         transfer_weights(SwinUNETR(in_channels=1, out_channels=2, **SWIN_KWARGS), path)
+
+
+@pytest.mark.parametrize("network_kind", ["basicunet", "swinunetr"])
+def test_frozen_encoder_probe_trains_the_decoder_only(tmp_path, capsys, network_kind):
+    """``frozen=True``: after AdamW steps with weight decay, every transferred encoder tensor (and the encoder's
+    normalisation, kept in inference mode) equals the checkpoint; the decoder moved."""
+    torch.manual_seed(5)
+    if network_kind == "basicunet":
+        source = BasicUNetBackbone(in_channels=1, out_channels=1, features=UNET_FEATURES)
+        network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3, features=UNET_FEATURES, norm="batch")
+        prefixes, shape = BasicUNetBackbone.encoder_prefixes, (2, 1, 32, 32, 32)
+    else:
+        source = _pretrained_swin()
+        network = SwinUNETR(in_channels=1, out_channels=3, **SWIN_KWARGS)
+        prefixes, shape = SwinUNETRBackbone.encoder_prefixes, (1, 1, 64, 64, 64)
+    path = str(tmp_path / "model.pt")
+    torch.save(_t3d_model_state(source), path)
+    load_pretrained(network, path, frozen=True)
+    assert "parameters frozen" in capsys.readouterr().out
+    loaded = {k: v.clone() for k, v in network.state_dict().items()}
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2, weight_decay=0.1)
+    network.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        network(torch.randn(shape)).square().mean().backward()
+        optimizer.step()
+    encoder = [k for k in loaded if k.startswith(prefixes)]
+    decoder = [k for k in loaded if not k.startswith(prefixes) and loaded[k].is_floating_point()]
+    assert encoder and decoder
+    for key in encoder:  # weights, and batch-norm running statistics (BasicUNet here uses batch norm)
+        torch.testing.assert_close(network.state_dict()[key], loaded[key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(network.state_dict()[k], loaded[k]) for k in decoder)
+    assert all(not p.requires_grad for n, p in network.named_parameters() if n.startswith(prefixes))

@@ -220,14 +220,18 @@ def load_pretrained(
     encoder_prefixes: Sequence[str] | None = None,
     adapt_channels: bool = True,
     log: Callable[[str], None] = print,
+    frozen: bool = False,
 ) -> torch.nn.Module:
     """Bundle entry point: ``network`` with its encoder initialised from ``path``; ``path=None`` means from scratch.
+    ``frozen``: the encoder then stops training (a frozen-encoder probe, :func:`custom.weights.freeze.freeze_encoder`).
 
     Prints the :class:`TransferReport` and returns ``network`` so a config can write
     ``"network": "$custom.weights.transfer.load_pretrained(@network_def, @pretrained_weights).to(@device)"``.
     """
+    from custom.weights.freeze import freeze_encoder  # freeze reads this module's encoder_prefixes_of
+
     if path is None or str(path).strip().lower() in ("", "none", "null"):
         log("weight transfer: pretrained_weights is null, the network starts from random initialisation (scratch)")
-        return network
-    log(transfer_weights(network, str(path), encoder_prefixes, adapt_channels).summary())
-    return network
+    else:
+        log(transfer_weights(network, str(path), encoder_prefixes, adapt_channels).summary())
+    return freeze_encoder(network, frozen, log)

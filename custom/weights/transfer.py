@@ -225,8 +225,8 @@ def load_pretrained(
     """Bundle entry point: ``network`` with its encoder initialised from ``path``; ``path=None`` means from scratch.
     ``frozen``: the encoder then stops training (a frozen-encoder probe, :func:`custom.weights.freeze.freeze_encoder`).
 
-    Prints the :class:`TransferReport` and returns ``network`` so a config can write
-    ``"network": "$custom.weights.transfer.load_pretrained(@network_def, @pretrained_weights).to(@device)"``.
+    Prints the :class:`TransferReport` and returns ``network`` so a config can chain it, as the segmentation
+    ``train.json`` do: ``load_pretrained(@network_def, @pretrained_weights, frozen=@frozen_encoder)``, then ``.to``.
     """
     from custom.weights.freeze import freeze_encoder  # freeze reads this module's encoder_prefixes_of
 

@@ -57,6 +57,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m t3d_tools.experiments.paper_table", description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="toy")
     p.add_argument("--seeds", type=int, default=None, help="fine-tune seeds per cell (default: the scale's, 3)")
+    p.add_argument("--pretrain_seeds", type=int, default=None, help="pre-training seeds per row (default: 2)")
+    p.add_argument("--modes", default=None, help="comma-separated subset of finetune,probe (default: both)")
     p.add_argument("--out", default="results", help="results folder (plan.json, runs/, work/, logs/, tables, plots)")
     p.add_argument("--dry_run", action="store_true", help="resolve every config and check data; run nothing")
     p.add_argument(
@@ -78,7 +80,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--bundles", default=None, help="comma-separated subset of downstream bundles (default: all present)"
     )
     p.add_argument("--fractions", default=None, help="comma-separated label fractions (default: 0.01,0.1,1.0)")
-    p.add_argument("--finetune_iterations", type=int, default=None, help="toy: iterations per fine-tune (default 30)")
+    p.add_argument(
+        "--finetune_iterations",
+        type=int,
+        default=None,
+        help="toy: iterations of every downstream run (default: per bundle)",
+    )
+    p.add_argument("--validations", type=int, default=None, help="toy: validations per downstream run (default 3)")
     p.add_argument("--pretrain_epochs", type=int, default=None, help="toy: pre-training epochs (default 2 x 30 steps)")
     p.add_argument("--pretrain_epoch_length", type=int, default=None, help="toy: steps per pre-training epoch")
     p.add_argument("--worker", choices=["pretrain", "finetune"], default=None, help=argparse.SUPPRESS)
@@ -89,6 +97,8 @@ def _runner(args: argparse.Namespace) -> PaperTableRunner:
     budget = {}
     if args.finetune_iterations:
         budget["finetune_iterations"] = args.finetune_iterations
+    if args.validations:
+        budget["validations"] = args.validations
     if args.pretrain_epochs:
         epochs = args.pretrain_epochs
         budget["pretrain_overrides"] = {
@@ -105,6 +115,7 @@ def _runner(args: argparse.Namespace) -> PaperTableRunner:
         pretrain_overrides=_key_values(args.pretrain_override, "--pretrain_override"),
         rows=split(args.rows), bundles=split(args.bundles),
         fractions=[float(f) for f in split(args.fractions)] if args.fractions else None, budget=budget,
+        pretrain_seeds=args.pretrain_seeds, modes=split(args.modes),
     )  # fmt: skip
 
 
@@ -126,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dry run ({args.scale}): {len(checked)} configs resolve and their data is present: {', '.join(checked)}")
         return 0
     print(
-        f"plan: {len(runner.plan['rows'])} rows x {len(runner.plan['bundles'])} bundles x "
-        f"{len(runner.plan['fractions'])} fractions x {runner.plan['seeds']} seeds = "
-        f"{len(runner.plan['runs'])} fine-tunes"
+        f"plan: {len(runner.plan['rows'])} rows ({runner.plan['pretrain_seeds']} pre-training seeds each) x "
+        f"{len(runner.plan['bundles'])} bundles x modes {runner.plan['modes']} x {runner.plan['seeds']} fine-tuning "
+        f"seeds = {len(runner.plan['runs'])} downstream runs"
     )
     for name, why in {**runner.plan["skipped_rows"], **runner.plan["skipped_bundles"]}.items():
         print(f"skipped {name}: {why}")

@@ -1,15 +1,22 @@
 """What the paper table runs: its rows (pre-training methods and T3D ablations), its downstream bundles and metric
 columns, the two scales (``toy``: CPU, synthetic data; ``full``: the real configs and data), and the plan of runs.
 
-A *row* is one pre-training (or none, for scratch); a *run* is one fine-tune of one bundle from one row's weights at
-one label fraction with one seed. Every run of a row starts from the same pre-trained weights; the seed picks the
-labelled subset (nested, patient-level: ``custom.data.label_fractions``), the initialisation of the new layers and the
-crops.
+A *row* is one pre-training method (or none, for scratch), pre-trained once per *pre-training seed*; a *run* is one
+downstream training of one bundle from one of those pre-trainings, in one *mode* (``finetune``: every weight trains;
+``probe``: the transferred encoder is frozen, a linear head on pooled features for classification, the decoder for
+segmentation), at one label fraction, with one *fine-tuning seed*. The fine-tuning seed picks the labelled subset
+(nested, patient-level: ``custom.data.label_fractions``), the initialisation of the new layers and the crops, so the
+runs of two rows with the same fine-tuning seed are paired.
+
+Protocol 2 scores every run on a labelled, patient-disjoint ``test`` split (``custom.data.test_split``) with the
+checkpoint chosen on ``validation``. Each column has a *floor* that scratch fine-tuned on 100 % of the labels must
+clear for the column to take part in the verdict.
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -22,6 +29,8 @@ __all__ = [
     "Bundle",
     "Column",
     "COLUMNS",
+    "MODES",
+    "PAIRS",
     "SCALES",
     "Run",
     "discover_rows",
@@ -84,73 +93,125 @@ TOY_ABLATION = {
 class Bundle:
     """A downstream bundle. ``toy_miniature``: whether its CPU toy writes a miniature data set
     (``prepare_data#miniature``, whose case count the toy scale sets); ``metrics``: result keys a complete run must
-    have."""
+    have; ``test_source``: where its held-out test patients come from (``custom.data.test_split``)."""
 
     name: str
     label: str
     metrics: tuple[str, ...]
     task: str = "segmentation"
     toy_miniature: bool = False
+    test_source: str = "training"
 
 
 BUNDLES: tuple[Bundle, ...] = (
     Bundle("t3d_btcv_seg", "BTCV", ("mean_dice",), toy_miniature=True),
     Bundle("t3d_msd_lung", "MSD lung", ("mean_dice",), toy_miniature=True),
     Bundle("t3d_brats", "BraTS", ("mean_dice", "tc", "wt", "et"), toy_miniature=True),
-    Bundle("t3d_bimcv_cls", "BIMCV classification", ("macro_auroc",), task="classification"),
+    # the classifier's studies are the pre-training pairs: only their validation studies were never pre-trained on
+    Bundle("t3d_bimcv_cls", "BIMCV classification", ("macro_auroc",), task="classification", test_source="validation"),
 )
 
 
 @dataclass(frozen=True)
 class Column:
+    """One metric column. ``floor``: what scratch fine-tuned on 100 % of the labels must reach for the column to
+    separate rows at all (well above trivial: an empty mask or chance AUROC); below it the column is *at floor*."""
+
     label: str
     bundle: str
     metric: str
+    floor: float
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("BTCV mean Dice", "t3d_btcv_seg", "mean_dice"),
-    Column("Lung tumour Dice", "t3d_msd_lung", "mean_dice"),
-    Column("BraTS TC Dice", "t3d_brats", "tc"),
-    Column("BraTS WT Dice", "t3d_brats", "wt"),
-    Column("BraTS ET Dice", "t3d_brats", "et"),
-    Column("Classification macro AUROC", "t3d_bimcv_cls", "macro_auroc"),
+    Column("BTCV mean Dice", "t3d_btcv_seg", "mean_dice", 0.5),
+    Column("Lung tumour Dice", "t3d_msd_lung", "mean_dice", 0.3),
+    Column("BraTS TC Dice", "t3d_brats", "tc", 0.5),
+    Column("BraTS WT Dice", "t3d_brats", "wt", 0.5),
+    Column("BraTS ET Dice", "t3d_brats", "et", 0.5),
+    Column("Classification macro AUROC", "t3d_bimcv_cls", "macro_auroc", 0.7),
 )
 
-#: budgets per scale. Toy: equal for every row (same pre-training steps and crops, same fine-tune iterations).
+#: downstream modes: the bundle key that freezes the transferred encoder, per task
+MODES: dict[str, dict[str, dict]] = {
+    "finetune": {"segmentation": {}, "classification": {}},
+    "probe": {"segmentation": {"frozen_encoder": True}, "classification": {"linear_probe": True}},
+}
+#: the pairs whose differences the verdict states (row A minus row B); ablations are compared with T3D
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("t3d", "ssl_swin"),
+    ("t3d", "restoration_only"),
+    ("t3d", "scratch"),
+    ("ssl_swin", "scratch"),
+)
+
+#: budgets per scale. Toy: equal for every row (same pre-training data, steps and crops; same downstream budget).
 SCALES: dict[str, dict] = {
     "toy": {
-        "pretrain_configs": ("train.json", "cpu_toy.json"),
+        # #8's regime: K = 8 stratified 16^3 crops of 32^3 volumes, long reports, 4 volumes a step
+        "pretrain_configs": ("train.json", "cpu_toy.json", "cpu_toy_subvolume.json"),
         "finetune_configs": ("train.json", "cpu_toy.json"),
-        # cpu_toy: 480 training volumes, batch 16 x 1 crop of 32^3 -> 30 steps an epoch; 2 epochs = 60 steps
-        "pretrain_overrides": {"max_epochs": 2, "val_interval": 2, "seed": 0},
-        "finetune_iterations": 30,
+        "pretrain_overrides": {"max_epochs": 2, "val_interval": 2},
+        "pretrain_epoch_length": 250,
+        "pretrain_seeds": 2,
+        # per bundle, measured (2026-12-03) so that scratch on 100 % of the labels clears every column's floor
+        "finetune_iterations": {"t3d_brats": 100, "t3d_msd_lung": 60, "t3d_bimcv_cls": 240, "t3d_btcv_seg": 150},
+        # validations per downstream run: the checkpoint best on validation is the one scored on test
+        "validations": 3,
+        "test_fraction": 0.2,
         "miniature_cases": 30,
         "seeds": 3,
-        "fractions": (0.01, 0.1, 1.0),
+        "modes": {"finetune": (0.1, 1.0), "probe": (1.0,)},
+        # bundles that only run the floor check (scratch, fine-tuned on 100 %): their columns stay at floor
+        "floor_only": {
+            "t3d_btcv_seg": "floor check only: 13 organs, several only a few voxels at 12 x 12 x 8 mm in a 32^3 slab; "
+            "150 iterations already cost 23-39 s a run, and clearing 0.5 would need several times that for each of "
+            "the bundle's 63 runs, beyond the 90-minute toy table (docs/paper_table.md, 'How the budgets were "
+            "chosen')"
+        },
+        "skip_rows": {
+            "clinicalbert": "its toy stand-in (the local BERT with fewer masked-LM steps) is not ClinicalBERT; the "
+            "full scale runs it"
+        },
+        # the rows a plain toy run has: the 90-minute budget goes to 2 x 500-step pre-trainings of the base rows
+        "default_rows": ("scratch", "ssl_swin", "restoration_only", "t3d"),
+        "default_rows_note": "not in the default toy plan: each ablation row adds 2 pre-trainings of 500 steps and "
+        "54 downstream runs (about 20 min on 2 cores), beyond the 90-minute toy table; `--rows` adds it under the "
+        "same protocol, and the full scale runs it",
     },
     "full": {
         "pretrain_configs": ("train.json",),
         "finetune_configs": ("train.json",),
-        "pretrain_overrides": {"seed": 0},
+        "pretrain_overrides": {},
+        "pretrain_seeds": 2,
         "finetune_iterations": None,  # the bundles' own schedules
+        "validations": None,
+        "test_fraction": 0.2,
         "miniature_cases": None,
         "seeds": 3,
-        "fractions": (0.01, 0.1, 1.0),
+        "modes": {"finetune": (0.01, 0.1, 1.0), "probe": (1.0,)},
+        "floor_only": {},
+        "skip_rows": {},
+        "default_rows": None,  # every row
     },
 }
 
 
 @dataclass(frozen=True)
 class Run:
+    """One downstream run; ``pretrain_seed`` is None for scratch (nothing pre-trained)."""
+
     row: str
+    pretrain_seed: int | None
     bundle: str
+    mode: str
     fraction: float
     seed: int
 
     @property
     def run_id(self) -> str:
-        return f"{self.row}__{self.bundle}__frac{self.fraction * 100:g}__seed{self.seed}"
+        row = self.row if self.pretrain_seed is None else f"{self.row}__pt{self.pretrain_seed}"
+        return f"{row}__{self.bundle}__{self.mode}__frac{self.fraction * 100:g}__seed{self.seed}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "run_id": self.run_id}
@@ -173,9 +234,9 @@ def discover_rows(scale: str, bundles_dir: str = BUNDLES_DIR) -> tuple[list[Row]
                 skip={"toy": toy["skip"]} if "skip" in toy else {},
             )
         )
-    kept = [r for r in rows if scale not in r.skip]
     skipped = {r.name: r.skip[scale] for r in rows if scale in r.skip}
-    return kept, skipped
+    skipped.update({name: why for name, why in SCALES[scale]["skip_rows"].items() if name in {r.name for r in rows}})
+    return [r for r in rows if r.name not in skipped], skipped
 
 
 def discover_bundles(bundles_dir: str = BUNDLES_DIR) -> tuple[list[Bundle], dict[str, str]]:
@@ -197,42 +258,88 @@ def build_plan(
     rows: list[str] | None = None,
     bundles: list[str] | None = None,
     bundles_dir: str = BUNDLES_DIR,
+    pretrain_seeds: int | None = None,
+    modes: list[str] | None = None,
+    budget: dict | None = None,
 ) -> dict:
-    """The whole protocol at ``scale`` as plain data: rows, bundles, runs, and what was left out and why.
-    ``rows`` / ``bundles`` / ``fractions`` restrict it (default: everything the scale runs)."""
+    """The whole protocol at ``scale`` as plain data: rows, bundles, modes, floors, pairs, runs, and what was left out
+    and why. ``rows`` / ``bundles`` / ``modes`` restrict it, ``fractions`` keeps only those fractions of every mode
+    (default: everything the scale runs); ``budget`` replaces scale keys (``floor_only``, ``modes``, ...)."""
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {sorted(SCALES)}, found {scale!r}")
-    spec = SCALES[scale]
+    spec = {**SCALES[scale], **(budget or {})}
     all_rows, skipped_rows = discover_rows(scale, bundles_dir)
     all_bundles, skipped_bundles = discover_bundles(bundles_dir)
-    unknown = set(rows or ()) - {r.name for r in all_rows} | set(bundles or ()) - {b.name for b in all_bundles}
+    unknown = (
+        set(rows or ()) - {r.name for r in all_rows}
+        | set(bundles or ()) - {b.name for b in all_bundles}
+        | set(modes or ()) - set(spec["modes"])
+    )
     if unknown:
         raise ValueError(
-            f"rows/bundles: {sorted(unknown)} not in the {scale} plan (rows {[r.name for r in all_rows]}, "
-            f"bundles {[b.name for b in all_bundles]})"
+            f"rows/bundles/modes: {sorted(unknown)} not in the {scale} plan (rows {[r.name for r in all_rows]}, "
+            f"bundles {[b.name for b in all_bundles]}, modes {sorted(spec['modes'])})"
         )
-    chosen_rows = [r for r in all_rows if not rows or r.name in rows]
+    default_rows = spec.get("default_rows")
+    if not rows and default_rows:
+        skipped_rows = {
+            **skipped_rows,
+            **{r.name: spec["default_rows_note"] for r in all_rows if r.name not in default_rows},
+        }
+    chosen_rows = [r for r in all_rows if r.name in (rows or default_rows or [r.name])]
     chosen_bundles = [b for b in all_bundles if not bundles or b.name in bundles]
-    fractions = [float(f) for f in (fractions or spec["fractions"])]
+    wanted = [float(f) for f in fractions] if fractions else None
+    plan_modes = {
+        mode: [float(f) for f in spec["modes"][mode] if wanted is None or float(f) in wanted]
+        for mode in spec["modes"]
+        if not modes or mode in modes
+    }
+    if wanted and not any(plan_modes.values()):  # fractions the scale does not list: fine-tune at those
+        plan_modes = {"finetune": wanted}
+    plan_modes = {mode: f for mode, f in plan_modes.items() if f}
     seeds = spec["seeds"] if seeds is None else int(seeds)
-    if seeds < 1 or not all(0 < f <= 1 for f in fractions):
-        raise ValueError(f"expected seeds >= 1 and fractions in (0, 1], found {seeds}, {fractions}")
-    runs = [
-        Run(row.name, bundle.name, fraction, seed)
-        for row in chosen_rows
-        for bundle in chosen_bundles
-        for fraction in fractions
-        for seed in range(seeds)
-    ]
+    pretrain_seeds = spec["pretrain_seeds"] if pretrain_seeds is None else int(pretrain_seeds)
+    all_fractions = sorted({f for f in itertools.chain(*plan_modes.values())})
+    if seeds < 1 or pretrain_seeds < 1 or not all(0 < f <= 1 for f in all_fractions):
+        raise ValueError(
+            f"expected seeds >= 1, pretrain_seeds >= 1 and fractions in (0, 1], found {seeds}, {pretrain_seeds}, "
+            f"{all_fractions}"
+        )
+    floor_only = {b: why for b, why in spec["floor_only"].items() if b in {x.name for x in chosen_bundles}}
+    runs = []
+    for row in chosen_rows:
+        for bundle in chosen_bundles:
+            for mode, mode_fractions in plan_modes.items():
+                for fraction in mode_fractions:
+                    if bundle.name in floor_only and (row.pretrain or mode != "finetune" or fraction != 1.0):
+                        continue
+                    for pretrain_seed in range(pretrain_seeds) if row.pretrain else [None]:
+                        runs += [Run(row.name, pretrain_seed, bundle.name, mode, fraction, s) for s in range(seeds)]
+    names = {r.name for r in chosen_rows}
+    ablations = [r.name for r in chosen_rows if r.name not in {b.name for b in BASE_ROWS}]
     return {
+        "protocol": 2,
         "scale": scale,
         "seeds": seeds,
-        "fractions": fractions,
+        "pretrain_seeds": pretrain_seeds,
+        "fractions": all_fractions,
+        "modes": plan_modes,
         "rows": [
             {"name": r.name, "label": r.label, "pretrain": r.pretrain, "note": r.toy_note if scale == "toy" else ""}
             for r in chosen_rows
         ],
-        "bundles": [{"name": b.name, "label": b.label, "metrics": list(b.metrics)} for b in chosen_bundles],
+        "bundles": [
+            {
+                "name": b.name,
+                "label": b.label,
+                "metrics": list(b.metrics),
+                "floor_only": b.name in floor_only,
+                "note": floor_only.get(b.name, ""),
+            }
+            for b in chosen_bundles
+        ],
+        "floors": {c.label: c.floor for c in COLUMNS if c.bundle in {b.name for b in chosen_bundles}},
+        "pairs": [list(p) for p in PAIRS + tuple(("t3d", a) for a in ablations) if set(p) <= names],
         "skipped_rows": skipped_rows,
         "skipped_bundles": skipped_bundles,
         "runs": [r.to_dict() for r in runs],

@@ -1,6 +1,11 @@
 """The paper table's runner: :class:`PaperTableRunner` turns one plan (``protocol.build_plan``) into configured
-pre-trainings and fine-tunes, runs them in this process (resumable; workers claim jobs one at a time), writes one
-result per run, and dry-runs the whole plan without running it."""
+pre-trainings (one per row and pre-training seed) and downstream runs, runs them in this process (resumable; workers
+claim jobs one at a time), writes one result per run, and dry-runs the whole plan without running it.
+
+A downstream run trains on the protocol datalist of its bundle (``work/splits/<bundle>.json``: the bundle's datalist
+with a labelled, patient-disjoint ``test`` split, ``custom.data.test_split``), keeps the checkpoint best on
+validation (the bundle's ``CheckpointSaver``), then scores that checkpoint on ``test`` with the bundle's own
+``evaluate.json``: the test score is the result."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import os
 import shutil
 import time
 
+from custom.data.test_split import write_test_split
 from t3d_tools.experiments.bundle_runs import (
     bundle_parser,
     bundle_run_command,
@@ -19,7 +25,7 @@ from t3d_tools.experiments.bundle_runs import (
 )
 from t3d_tools.experiments.dry_run import DryRunError, datalist_problems, resolve_problems, text_encoder_problems
 from t3d_tools.experiments.logging_router import logged_to
-from t3d_tools.experiments.protocol import PRETRAIN_BUNDLE, SCALES, Row, build_plan, bundle_by_name, row_by_name
+from t3d_tools.experiments.protocol import MODES, PRETRAIN_BUNDLE, SCALES, Row, build_plan, bundle_by_name, row_by_name
 from t3d_tools.experiments.results import result_path, write_result
 
 __all__ = ["PaperTableRunner", "PRETRAIN_DONE"]
@@ -42,17 +48,18 @@ class PaperTableRunner:
         bundles: list[str] | None = None,
         fractions: list[float] | None = None,
         budget: dict | None = None,
+        pretrain_seeds: int | None = None,
+        modes: list[str] | None = None,
     ) -> None:
         self.scale = scale
         self.out_dir = os.path.abspath(out_dir)
         self.work = os.path.join(self.out_dir, "work")
         self.spec = {**SCALES[scale], **(budget or {})}
-        if fractions:
-            self.spec["fractions"] = tuple(float(f) for f in fractions)
         self.data_dirs = dict(data_dirs or {})
         self.pretrain_overrides = dict(pretrain_overrides or {})
         try:
-            plan = build_plan(scale, seeds, self.spec["fractions"], rows, bundles)
+            plan = build_plan(scale, seeds, fractions, rows, bundles, pretrain_seeds=pretrain_seeds, modes=modes,
+                              budget=budget)  # fmt: skip
         except ValueError as err:
             raise SystemExit(str(err)) from None
         plan["budget"] = {k: v for k, v in self.spec.items() if k not in ("pretrain_configs", "finetune_configs")}
@@ -63,12 +70,12 @@ class PaperTableRunner:
     def row(self, name: str) -> Row:
         return row_by_name(name, self.scale)
 
-    def pretrain_dir(self, row: str) -> str:
-        return os.path.join(self.work, "pretrain", row)
+    def pretrain_dir(self, row: str, pretrain_seed: int) -> str:
+        return os.path.join(self.work, "pretrain", row, f"seed{pretrain_seed}")
 
-    def pretrain_config(self, row: Row) -> tuple[list[str], dict]:
+    def pretrain_config(self, row: Row, pretrain_seed: int = 0) -> tuple[list[str], dict]:
         configs = list(self.spec["pretrain_configs"])
-        overrides = dict(self.spec["pretrain_overrides"])
+        overrides = {**self.spec["pretrain_overrides"], "seed": pretrain_seed}
         if self.scale == "toy":
             overrides.update(
                 dataset_dir=self.data_dirs.get(PRETRAIN_BUNDLE, os.path.join(self.work, "data", "synthetic_pairs")),
@@ -118,6 +125,10 @@ class PaperTableRunner:
             }
         raise ValueError(f"{bundle}: no downstream network known for pre-training backbone {target}")
 
+    def split_datalist(self, bundle: str) -> str:
+        """The protocol datalist of ``bundle``: its datalist with a labelled, patient-disjoint ``test`` split."""
+        return os.path.join(self.work, "splits", f"{bundle}.json")
+
     def finetune_config(self, run: dict, weights: str | None) -> tuple[list[str], dict]:
         bundle = bundle_by_name(run["bundle"])
         run_dir = os.path.join(self.work, "finetune", run["run_id"])
@@ -127,6 +138,7 @@ class PaperTableRunner:
             "pretrained_weights": weights,
             "ckpt_dir": os.path.join(run_dir, "models"),
             "output_dir": os.path.join(run_dir, "eval"),
+            **MODES[run.get("mode", "finetune")][bundle.task],
         }
         row = self.row(run["row"])
         if bundle.task == "segmentation":
@@ -143,60 +155,83 @@ class PaperTableRunner:
             overrides.setdefault("dataset_dir", shared or os.path.join(self.work, "data", bundle.name))
             if bundle.toy_miniature:
                 overrides["prepare_data#miniature#num_cases"] = self.spec["miniature_cases"]
-            iterations = self.spec["finetune_iterations"]
-            overrides.update(
-                {"max_epochs": 1, "val_interval": 1, "train#trainer#epoch_length": iterations, "num_workers": 0}
-            )
+            overrides.update(self._toy_schedule(bundle.name))
+        if os.path.isfile(self.split_datalist(bundle.name)):  # written by ``prepare`` once the data exist
+            overrides["datalist"] = self.split_datalist(bundle.name)
         return list(self.spec["finetune_configs"]), overrides
 
-    def weights_of(self, row_name: str) -> str | None:
-        return (
-            os.path.join(self.pretrain_dir(row_name), "models", "image_encoder.pt")
-            if self.row(row_name).pretrain
-            else None
-        )
+    def _toy_schedule(self, bundle: str) -> dict:
+        """``validations`` epochs of equal length adding up to the bundle's fine-tune iterations, validating after
+        each: the best of them is the checkpoint scored on test."""
+        iterations = self.spec["finetune_iterations"]
+        iterations = int(iterations[bundle] if isinstance(iterations, dict) else iterations)
+        validations = max(1, min(int(self.spec.get("validations") or 1), iterations))
+        return {
+            "max_epochs": validations,
+            "val_interval": 1,
+            "train#trainer#epoch_length": iterations // validations,
+            "num_workers": 0,
+        }
+
+    def weights_of(self, row_name: str, pretrain_seed: int | None) -> str | None:
+        if not self.row(row_name).pretrain:
+            return None
+        return os.path.join(self.pretrain_dir(row_name, pretrain_seed), "models", "image_encoder.pt")
 
     # ---- execution ------------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Generate the toy data sets and local text encoders once, before workers start (idempotent)."""
+        """Generate the toy data sets and local text encoders once, then every bundle's protocol datalist, before
+        workers start (idempotent)."""
         os.makedirs(self.out_dir, exist_ok=True)
         path = os.path.join(self.out_dir, "plan.json")
         if os.path.isfile(path):  # resuming: finished runs are reused, so they must come from the same budget
             with open(path, encoding="utf-8") as f:
                 earlier = json.load(f)
             same = lambda plan: json.dumps(  # noqa: E731
-                [plan["scale"], {k: v for k, v in plan["budget"].items() if k not in ("seeds", "fractions")}],
+                [plan["scale"], {k: v for k, v in plan.get("budget", {}).items() if k not in ("seeds", "fractions")}],
                 sort_keys=True,
             )
             if same(earlier) != same(self.plan):
                 raise SystemExit(
-                    f"{path}: written by a run with another scale or budget ({earlier['scale']}, {earlier['budget']}); "
-                    f"its finished runs would be mixed with this one's: use another --out or remove {self.out_dir}"
+                    f"{path}: written by a run with another scale or budget ({earlier['scale']}, "
+                    f"{earlier.get('budget')}); its finished runs would be mixed with this one's: use another --out "
+                    f"or remove {self.out_dir}"
                 )
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.plan, f, indent=1)
-        if self.scale != "toy":
-            return
         with logged_to(os.path.join(self.out_dir, "logs", "prepare.log")):
-            for row in self.plan["rows"]:
-                if row["pretrain"]:
-                    configs, overrides = self.pretrain_config(self.row(row["name"]))
+            if self.scale == "toy":
+                # the pre-training rows' data; the classifier's studies are T3D's pre-training pairs even without it
+                rows = [r["name"] for r in self.plan["rows"] if r["pretrain"]]
+                if "t3d" not in rows and any(
+                    bundle_by_name(b["name"]).task == "classification" for b in self.plan["bundles"]
+                ):
+                    rows.append("t3d")
+                for name in rows:
+                    configs, overrides = self.pretrain_config(self.row(name))
                     bundle_parser(PRETRAIN_BUNDLE, configs, overrides).get_parsed_content("prepare_data")
             for bundle in self.plan["bundles"]:
                 run = next(r for r in self.plan["runs"] if r["bundle"] == bundle["name"])
                 parser = bundle_parser(bundle["name"], *self.finetune_config(run, None))
-                if "prepare_data" in parser:
+                if self.scale == "toy" and "prepare_data" in parser:
                     parser.get_parsed_content("prepare_data")
-                parser.get_parsed_content("datalist")
+                if not os.path.isfile(self.split_datalist(bundle["name"])):
+                    write_test_split(
+                        parser.get_parsed_content("datalist"),
+                        self.split_datalist(bundle["name"]),
+                        held_out_fraction=self.spec["test_fraction"],
+                        test_source=bundle_by_name(bundle["name"]).test_source,
+                    )
 
-    def pretrain(self, row_name: str) -> str:
-        done = os.path.join(self.pretrain_dir(row_name), PRETRAIN_DONE)
+    def pretrain(self, row_name: str, pretrain_seed: int = 0) -> str:
+        done = os.path.join(self.pretrain_dir(row_name, pretrain_seed), PRETRAIN_DONE)
         if os.path.isfile(done):
             return "exists"
-        configs, overrides = self.pretrain_config(self.row(row_name))
+        configs, overrides = self.pretrain_config(self.row(row_name), pretrain_seed)
         start, cpu_start = time.time(), time.process_time()
-        with logged_to(os.path.join(self.out_dir, "logs", f"pretrain__{row_name}.log")):
-            workflow = bundle_workflow(PRETRAIN_BUNDLE, configs, self.pretrain_dir(row_name), overrides)
+        root = self.pretrain_dir(row_name, pretrain_seed)
+        with logged_to(os.path.join(self.out_dir, "logs", f"pretrain__{row_name}__pt{pretrain_seed}.log")):
+            workflow = bundle_workflow(PRETRAIN_BUNDLE, configs, root, overrides)
             workflow.initialize()
             workflow.run()
             trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -205,14 +240,13 @@ class PaperTableRunner:
         elapsed, cpu = time.time() - start, time.process_time() - cpu_start
         content = {
             "row": row_name,
-            "command": bundle_run_command(
-                PRETRAIN_BUNDLE, configs, {"bundle_root": self.pretrain_dir(row_name), **overrides}
-            ),
+            "pretrain_seed": pretrain_seed,
+            "command": bundle_run_command(PRETRAIN_BUNDLE, configs, {"bundle_root": root, **overrides}),
             "config": {"files": configs, "overrides": overrides},
             "steps": steps,
             "elapsed_s": round(elapsed, 1),
             "cpu_s": round(cpu, 1),
-            "weights": self.weights_of(row_name),
+            "weights": self.weights_of(row_name, pretrain_seed),
         }
         with open(done, "w", encoding="utf-8") as f:
             json.dump(content, f, indent=1)
@@ -221,26 +255,38 @@ class PaperTableRunner:
     def finetune(self, run: dict) -> str:
         if os.path.isfile(result_path(self.out_dir, run["run_id"])):
             return "exists"
-        weights = self.weights_of(run["row"])
+        weights = self.weights_of(run["row"], run.get("pretrain_seed"))
         if weights is not None and not os.path.isfile(weights):
             raise FileNotFoundError(
                 f"{run['run_id']}: pre-trained weights {weights} not found "
-                f"(pre-training of row {run['row']} not finished)"
+                f"(pre-training of row {run['row']}, seed {run.get('pretrain_seed')} not finished)"
             )
         run_dir = os.path.join(self.work, "finetune", run["run_id"])
         shutil.rmtree(run_dir, ignore_errors=True)  # a fine-tune does not resume: start an interrupted one afresh
         bundle = bundle_by_name(run["bundle"])
+        extract = segmentation_metrics if bundle.task == "segmentation" else classification_metrics
         start, cpu_start = time.time(), time.process_time()
         with logged_to(os.path.join(self.out_dir, "logs", f"{run['run_id']}.log")):
             configs, overrides = self.finetune_config(run, weights)  # in here: MONAI's loggers bind to the router
             workflow = bundle_workflow(bundle.name, configs, None, overrides)
             workflow.initialize()
             workflow.run()
-            evaluator = workflow.parser.get_parsed_content("validate#evaluator")
-            extract = segmentation_metrics if bundle.task == "segmentation" else classification_metrics
-            metrics, details = extract(evaluator)
+            validator = workflow.parser.get_parsed_content("validate#evaluator")
+            selected = {
+                "best_validation": float(validator.state.best_metric),
+                "epoch": validator.state.best_metric_epoch,
+            }
             iterations = int(workflow.parser.get_parsed_content("train#trainer").state.iteration)
             workflow.finalize()
+            # the checkpoint best on validation (``ckpt_dir/model.pt``), scored on the held-out test split
+            test_overrides = {**overrides, "eval_split": "test", "output_dir": os.path.join(run_dir, "test")}
+            if bundle.task == "classification":
+                test_overrides["eval_bootstrap"] = 0  # the table's intervals are over seeds, not resamples
+            test = bundle_workflow(bundle.name, [*configs, "evaluate.json"], None, test_overrides)
+            test.initialize()
+            test.run()
+            metrics, details = extract(test.parser.get_parsed_content("validate#evaluator"))
+            test.finalize()
         elapsed, cpu = time.time() - start, time.process_time() - cpu_start
         write_result(
             self.out_dir,
@@ -249,16 +295,21 @@ class PaperTableRunner:
             bundle_run_command(bundle.name, configs, overrides),
             {"files": configs, "overrides": overrides},
             details=details,
+            split="test",
+            selected_checkpoint=selected,
+            test_command=bundle_run_command(bundle.name, [*configs, "evaluate.json"], test_overrides),
             iterations=iterations,
             elapsed_s=round(elapsed, 1),
             cpu_s=round(cpu, 1),
             scale=self.scale,
-            pretrain=self._pretrain_record(run["row"]),
+            pretrain=self._pretrain_record(run["row"], run.get("pretrain_seed")),
         )
-        return f"{elapsed:.1f} s ({cpu:.1f} s CPU), " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        return f"{elapsed:.1f} s ({cpu:.1f} s CPU), test " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 
-    def _pretrain_record(self, row_name: str) -> dict | None:
-        path = os.path.join(self.pretrain_dir(row_name), PRETRAIN_DONE)
+    def _pretrain_record(self, row_name: str, pretrain_seed: int | None) -> dict | None:
+        if pretrain_seed is None:
+            return None
+        path = os.path.join(self.pretrain_dir(row_name, pretrain_seed), PRETRAIN_DONE)
         if not os.path.isfile(path):
             return None
         with open(path, encoding="utf-8") as f:
@@ -276,12 +327,20 @@ class PaperTableRunner:
 
     def run_phase(self, phase: str) -> None:
         """Run every not-yet-claimed job of ``phase`` (``pretrain`` or ``finetune``), printing one line per job."""
-        jobs = [r["name"] for r in self.plan["rows"] if r["pretrain"]] if phase == "pretrain" else self.plan["runs"]
+        if phase == "pretrain":
+            jobs = [
+                (r["name"], seed)
+                for seed in range(self.plan["pretrain_seeds"])
+                for r in self.plan["rows"]
+                if r["pretrain"] and any(run["row"] == r["name"] for run in self.plan["runs"])
+            ]
+        else:
+            jobs = self.plan["runs"]
         for index, job in enumerate(jobs, 1):
-            name = job if phase == "pretrain" else job["run_id"]
+            name = f"{job[0]}__pt{job[1]}" if phase == "pretrain" else job["run_id"]
             if not self._claim(f"{phase}__{name}"):
                 continue
-            outcome = self.pretrain(job) if phase == "pretrain" else self.finetune(job)
+            outcome = self.pretrain(*job) if phase == "pretrain" else self.finetune(job)
             print(f"[{phase} {index}/{len(jobs)}] {name}: {outcome}", flush=True)
 
     # ---- dry run ----------------------------------------------------------------------------------------------
@@ -307,7 +366,7 @@ class PaperTableRunner:
             if (run["row"], run["bundle"]) in seen:
                 continue
             seen.add((run["row"], run["bundle"]))
-            weights = self.weights_of(run["row"])
+            weights = self.weights_of(run["row"], run["pretrain_seed"])
             configs, overrides = self.finetune_config(run, weights)
             parser = bundle_parser(run["bundle"], configs, overrides)
             where = f"{run['bundle']}[{run['row']}]"

@@ -25,10 +25,9 @@ import json
 import math
 import os
 
-import numpy as np
-
 from custom.data.checks import DataError
 from custom.data.datalist import patient_id_of, read_datalist
+from custom.data.seg_datasets.common import split_validation
 
 __all__ = ["LABEL_KEYS", "write_test_split"]
 
@@ -41,15 +40,16 @@ def _is_labelled(rows: list) -> bool:
 
 
 def _held_out_patients(rows: list[dict], fraction: float, seed: int, where: str) -> set[str]:
-    patients = sorted({patient_id_of(r) for r in rows})
+    """The seeded choice of :func:`~custom.data.seg_datasets.common.split_validation`, refused (rather than clamped)
+    when it would leave training with one patient or none."""
+    patients = {patient_id_of(r) for r in rows}
     count = max(1, math.ceil(fraction * len(patients)))
     if count >= len(patients):
         raise DataError(
             f"{where}: expected more than {count} training patients to hold {fraction:g} of them out, "
             f"found {len(patients)}"
         )
-    order = np.random.default_rng(seed).permutation(len(patients))
-    return {patients[i] for i in order[:count]}
+    return split_validation(sorted(patients), fraction, seed)
 
 
 def write_test_split(

@@ -70,8 +70,7 @@ def _atomic_write(text: str, path: str) -> None:
 
 
 def write_result(out_dir: str, run: dict, metrics: dict, command: str, config: dict, **extra) -> str:
-    """Write ``runs/<run_id>.json`` atomically; ``pretrain_seed`` and ``mode`` come from the run (None and
-    ``finetune`` when it has none)."""
+    """Write ``runs/<run_id>.json`` atomically (a crash never leaves a half-written result)."""
     row = run["row"]
     base = row in {r.name for r in BASE_ROWS}
     content = {
@@ -79,9 +78,9 @@ def write_result(out_dir: str, run: dict, metrics: dict, command: str, config: d
         "row": row,
         "method": row if base else "t3d",
         "ablation": None if base else row,
-        "pretrain_seed": run.get("pretrain_seed"),
+        "pretrain_seed": run["pretrain_seed"],
         "bundle": run["bundle"],
-        "mode": run.get("mode", "finetune"),
+        "mode": run["mode"],
         "fraction": run["fraction"],
         "seed": run["seed"],
         "metrics": {k: float(v) for k, v in metrics.items()},

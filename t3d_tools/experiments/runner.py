@@ -138,7 +138,7 @@ class PaperTableRunner:
             "pretrained_weights": weights,
             "ckpt_dir": os.path.join(run_dir, "models"),
             "output_dir": os.path.join(run_dir, "eval"),
-            **MODES[run.get("mode", "finetune")][bundle.task],
+            **MODES[run["mode"]][bundle.task],
         }
         row = self.row(run["row"])
         if bundle.task == "segmentation":
@@ -188,14 +188,13 @@ class PaperTableRunner:
             with open(path, encoding="utf-8") as f:
                 earlier = json.load(f)
             same = lambda plan: json.dumps(  # noqa: E731
-                [plan["scale"], {k: v for k, v in plan.get("budget", {}).items() if k not in ("seeds", "fractions")}],
+                [plan["scale"], {k: v for k, v in plan["budget"].items() if k not in ("seeds", "fractions")}],
                 sort_keys=True,
             )
             if same(earlier) != same(self.plan):
                 raise SystemExit(
-                    f"{path}: written by a run with another scale or budget ({earlier['scale']}, "
-                    f"{earlier.get('budget')}); its finished runs would be mixed with this one's: use another --out "
-                    f"or remove {self.out_dir}"
+                    f"{path}: written by a run with another scale or budget ({earlier['scale']}, {earlier['budget']}); "
+                    f"its finished runs would be mixed with this one's: use another --out or remove {self.out_dir}"
                 )
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.plan, f, indent=1)
@@ -255,11 +254,11 @@ class PaperTableRunner:
     def finetune(self, run: dict) -> str:
         if os.path.isfile(result_path(self.out_dir, run["run_id"])):
             return "exists"
-        weights = self.weights_of(run["row"], run.get("pretrain_seed"))
+        weights = self.weights_of(run["row"], run["pretrain_seed"])
         if weights is not None and not os.path.isfile(weights):
             raise FileNotFoundError(
                 f"{run['run_id']}: pre-trained weights {weights} not found "
-                f"(pre-training of row {run['row']}, seed {run.get('pretrain_seed')} not finished)"
+                f"(pre-training of row {run['row']}, seed {run['pretrain_seed']} not finished)"
             )
         run_dir = os.path.join(self.work, "finetune", run["run_id"])
         shutil.rmtree(run_dir, ignore_errors=True)  # a fine-tune does not resume: start an interrupted one afresh
@@ -302,7 +301,7 @@ class PaperTableRunner:
             elapsed_s=round(elapsed, 1),
             cpu_s=round(cpu, 1),
             scale=self.scale,
-            pretrain=self._pretrain_record(run["row"], run.get("pretrain_seed")),
+            pretrain=self._pretrain_record(run["row"], run["pretrain_seed"]),
         )
         return f"{elapsed:.1f} s ({cpu:.1f} s CPU), test " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 

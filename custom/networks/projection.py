@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from custom.networks.running_standardizer import RunningStandardizer
+
 __all__ = ["ProjectionHead"]
 
 
 class ProjectionHead(nn.Module):
-    """``(B, in_dim)`` -> L2-normalised ``(B, out_dim)`` through LayerNorm-Linear-GELU-Linear.
+    """``(B, in_dim)`` -> L2-normalised ``(B, out_dim)``: running standardisation, then LayerNorm-Linear-GELU-Linear.
 
     Every output depends on its own input only: no batch statistics, so a per-GPU batch of 1 works, two reports are
     not forced to opposite directions, and training and evaluation compute the same function. (A closing BatchNorm1d
@@ -18,17 +20,19 @@ class ProjectionHead(nn.Module):
 
     The leading LayerNorm puts every backbone's pooled features (instance-normalised SwinUNETR, batch-normalised
     UNet) and every text encoder's pooled vectors at one scale, so one learning rate and initialisation suit all.
-    The uniform start of the contrastive loss, where every crop looks alike, is left by the inputs' own spread:
-    text vectors are whitened (frozen encoder) or come from a trained encoder, and a batch-normalised CNN backbone
-    centres its features over the batch it trains on.
+    The uniform start of the contrastive loss, where every crop (and every report) looks alike, is left through
+    :class:`~custom.networks.running_standardizer.RunningStandardizer`: per-feature running statistics of earlier
+    batches, never of the batch-mates, take the shared direction out of the inputs whatever the backbone's norm or
+    the text encoder's freezing.
     """
 
     def __init__(self, in_dim: int, out_dim: int = 512, hidden_dim: int | None = None) -> None:
         super().__init__()
         hidden_dim = hidden_dim or in_dim
+        self.standardize = RunningStandardizer(in_dim)
         self.layers = nn.Sequential(
             nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.layers(x), dim=-1)
+        return F.normalize(self.layers(self.standardize(x)), dim=-1)

@@ -64,7 +64,7 @@ def gaussian_blur(volume: np.ndarray, sigma: float) -> np.ndarray:
         padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(out.ndim)], mode="edge")
         out = np.zeros_like(out)
         for offset, weight in enumerate(taps):
-            out += weight * np.take(padded, np.arange(offset, offset + volume.shape[axis]), axis=axis)
+            out += weight * padded[(slice(None),) * axis + (slice(offset, offset + volume.shape[axis]),)]
     return out
 
 

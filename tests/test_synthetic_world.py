@@ -104,11 +104,12 @@ def test_reports_name_present_findings_and_never_assert_absent_ones():
 
 
 def test_same_findings_reports_share_under_half_their_bigrams():
-    """Mean Jaccard of word-bigram sets over all pairs of reports with the same label vector (seeded)."""
+    """Mean Jaccard and overlap coefficient of word-bigram sets over all pairs of reports with the same label vector
+    (seeded draws)."""
     studies, reports = _studies_and_reports(500, seed=1)
     overlap = same_findings_bigram_overlap(reports, [s.label_vector() for s in studies])
     assert overlap["pairs"] > 1000
-    assert overlap["mean_jaccard"] < 0.5
+    assert overlap["mean_jaccard"] < 0.5 and overlap["mean_overlap_coefficient"] < 0.5
     # the measure itself: a report and its copy overlap fully, a report and an unrelated text not at all
     assert same_findings_bigram_overlap([reports[0], reports[0]], [[0], [0]])["mean_jaccard"] == 1.0
     assert same_findings_bigram_overlap([reports[0], "alpha beta gamma"], [[0], [0]])["mean_jaccard"] == 0.0

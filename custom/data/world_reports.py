@@ -434,14 +434,18 @@ def word_bigrams(text: str) -> set[tuple[str, str]]:
 
 
 def same_findings_bigram_overlap(reports: Sequence[str], label_vectors: Sequence[Sequence[int]]) -> dict:
-    """Mean Jaccard overlap of the word-bigram sets of every pair of reports with equal label vectors:
-    ``{"mean_jaccard", "pairs", "groups"}`` (groups with at least two reports)."""
+    """Overlap of the word-bigram sets of every pair of reports with equal label vectors: ``{"mean_jaccard"
+    (shared / union), "mean_overlap_coefficient" (shared / the smaller set: the share of the shorter report's
+    bigrams found in the other), "pairs", "groups"}`` (groups with at least two reports)."""
     groups: dict[tuple, list[set]] = defaultdict(list)
     for report, vector in zip(reports, label_vectors):
         groups[tuple(int(v) for v in vector)].append(word_bigrams(report))
-    overlaps = [len(a & b) / len(a | b) for g in groups.values() for a, b in itertools.combinations(g, 2)]
+    pairs = [(a, b) for g in groups.values() for a, b in itertools.combinations(g, 2)]
+    jaccard = [len(a & b) / len(a | b) for a, b in pairs]
+    coefficient = [len(a & b) / min(len(a), len(b)) for a, b in pairs]
     return {
-        "mean_jaccard": float(np.mean(overlaps)) if overlaps else float("nan"),
-        "pairs": len(overlaps),
+        "mean_jaccard": float(np.mean(jaccard)) if pairs else float("nan"),
+        "mean_overlap_coefficient": float(np.mean(coefficient)) if pairs else float("nan"),
+        "pairs": len(pairs),
         "groups": sum(len(g) > 1 for g in groups.values()),
     }

@@ -239,8 +239,18 @@ def run_reference(
     lr: float = 3e-3,
     n_bootstrap: int = 1000,
     threads: int = 2,
+    reports_only: bool = False,
 ) -> str:
-    """Generate the world, compute floor and ceiling, write ``<out>/reference.json``; returns its path."""
+    """Generate the world, compute floor and ceiling, write ``<out>/reference.json``; returns its path.
+
+    ``reports_only``: write only the report statistics (:func:`report_statistics`) to ``<out>/reports.json``."""
+    if reports_only:
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, "reports.json")
+        command = f"python -m t3d_tools.experiments.world_reference --out {out} --reports_only"
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({**report_statistics(), "command": command}, f, indent=1)
+        return path
     torch.set_num_threads(int(threads))
     started = time.time()
     world_dir = os.path.join(out, "work", "world")

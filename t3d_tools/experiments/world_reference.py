@@ -233,7 +233,7 @@ def run_reference(
     spacing: tuple[float, float, float] = (7.0, 7.0, 7.0),
     world_seed: int = 0,
     seed: int = 0,
-    epochs: int = 6,
+    epochs: int = 5,
     crops_per_volume: int = 1,
     batch: int = 16,
     lr: float = 3e-3,

@@ -3,11 +3,8 @@ agree with the labels, reports that differ between studies with the same finding
 
 from __future__ import annotations
 
-import collections
-import itertools
 import json
 import os
-import re
 
 import nibabel as nib
 import numpy as np
@@ -18,7 +15,7 @@ from custom.data.classification_datalist import load_classification_split
 from custom.data.synthetic_world import ensure_world, make_world, world_report_corpus
 from custom.data.world_findings import SUBTLE_FINDINGS, WORLD_FINDINGS, Study, sample_finding, sample_study
 from custom.data.world_render import render_study
-from custom.data.world_reports import sentences_naming, write_world_report
+from custom.data.world_reports import same_findings_bigram_overlap, sentences_naming, write_world_report
 from custom.evaluation.zero_shot import load_prompt_set
 
 SMALL = {"num_train": 10, "num_val": 4, "num_test": 6, "shape": (24, 24, 20), "spacing": (16.0, 16.0, 18.0)}
@@ -106,20 +103,16 @@ def test_reports_name_present_findings_and_never_assert_absent_ones():
                 assert all(negated for _, negated in mentions), (name, mentions)
 
 
-def _bigrams(text: str) -> set[tuple[str, str]]:
-    words = re.findall(r"[a-z0-9-]+|[.,:]", text.lower())
-    return set(zip(words, words[1:]))
-
-
 def test_same_findings_reports_share_under_half_their_bigrams():
-    """Mean Jaccard of word-bigram sets over all pairs of reports with the same label vector (seeded)."""
+    """Mean Jaccard and overlap coefficient of word-bigram sets over all pairs of reports with the same label vector
+    (seeded draws)."""
     studies, reports = _studies_and_reports(500, seed=1)
-    groups = collections.defaultdict(list)
-    for study, report in zip(studies, reports):
-        groups[tuple(study.label_vector())].append(_bigrams(report))
-    overlaps = [len(a & b) / len(a | b) for g in groups.values() for a, b in itertools.combinations(g, 2)]
-    assert len(overlaps) > 1000
-    assert np.mean(overlaps) < 0.5
+    overlap = same_findings_bigram_overlap(reports, [s.label_vector() for s in studies])
+    assert overlap["pairs"] > 1000
+    assert overlap["mean_jaccard"] < 0.5 and overlap["mean_overlap_coefficient"] < 0.5
+    # the measure itself: a report and its copy overlap fully, a report and an unrelated text not at all
+    assert same_findings_bigram_overlap([reports[0], reports[0]], [[0], [0]])["mean_jaccard"] == 1.0
+    assert same_findings_bigram_overlap([reports[0], "alpha beta gamma"], [[0], [0]])["mean_jaccard"] == 0.0
     # ... while two renderings of the SAME study's report from one rng state are identical (determinism)
     study = studies[0]
     assert write_world_report(study, np.random.default_rng(7)) == write_world_report(study, np.random.default_rng(7))

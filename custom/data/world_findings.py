@@ -144,7 +144,7 @@ def sample_finding(name: str, rng: np.random.Generator) -> Finding:
         return Finding(name, side=_side(rng, 0.25), zone=zone, severity=severity)
     if name == "pulmonary nodule":
         return Finding(
-            name, side=_side(rng), zone=zone, size_mm=float(rng.integers(5, 11)), count=int(rng.integers(1, 4))
+            name, side=_side(rng), zone=zone, size_mm=float(rng.integers(6, 13)), count=int(rng.integers(1, 4))
         )
     if name == "emphysema":
         return Finding(name, side="bilateral", zone="upper", severity=severity)

@@ -42,10 +42,10 @@ ENHANCEMENT: dict[int, tuple[float, float]] = {
     5: (5.0, 15.0),  # esophagus
 }
 LIVER_HU = 58.0  # non-contrast liver, above spleen (50) as in healthy livers
-STEATOSIS_DROP_HU = {"mild": 22.0, "moderate": 38.0}
-GGO_RISE_HU = {"mild": 50.0, "moderate": 85.0}
-EMPHYSEMA_HOLE_FRACTION = {"mild": 0.3, "moderate": 0.55}
-EMPHYSEMA_DROP_HU = 110.0
+STEATOSIS_DROP_HU = {"mild": 35.0, "moderate": 55.0}
+GGO_RISE_HU = {"mild": 120.0, "moderate": 200.0}
+EMPHYSEMA_HOLE_FRACTION = {"mild": 0.45, "moderate": 0.7}
+EMPHYSEMA_DROP_HU = 130.0
 NODULE_RISE_HU = 880.0  # solid nodule in aerated lung
 CARDIOMEGALY_SCALE = {"mild": 1.3, "moderate": 1.45}
 _BODY = (0.95, 0.80)  # body half-axes in body units (the first world's phantom)
@@ -64,7 +64,7 @@ def gaussian_blur(volume: np.ndarray, sigma: float) -> np.ndarray:
         padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(out.ndim)], mode="edge")
         out = np.zeros_like(out)
         for offset, weight in enumerate(taps):
-            out += weight * np.take(padded, np.arange(offset, offset + volume.shape[axis]), axis=axis)
+            out += weight * padded[(slice(None),) * axis + (slice(offset, offset + volume.shape[axis]),)]
     return out
 
 
@@ -158,7 +158,7 @@ def render_study(
         if finding.name == "ground-glass opacity":
             for side in sides:
                 centre = np.add(_lung_point(side, finding.zone), rng.uniform(-0.05, 0.05, 3))
-                box, mask = frame.ellipsoid(centre, (0.18, 0.26, 0.16))
+                box, mask = frame.ellipsoid(centre, (0.24, 0.34, 0.22))
                 mask &= (organs[box] == _LUNG[side]) & (rng.random(mask.shape) < 0.9)
                 image[box][mask] += GGO_RISE_HU[finding.severity]
         elif finding.name == "emphysema":
@@ -171,7 +171,7 @@ def render_study(
         elif finding.name == "pulmonary nodule":
             for number in range(finding.count):
                 zone = finding.zone if number == 0 else str(rng.choice(["upper", "lower"]))
-                size = finding.size_mm if number == 0 else float(rng.uniform(4.0, finding.size_mm))
+                size = finding.size_mm if number == 0 else float(rng.uniform(6.0, finding.size_mm))
                 centre = np.add(_lung_point(finding.side, zone), rng.uniform(-0.12, 0.12, 3))
                 _add_blob(image, lungs, frame, centre, size, NODULE_RISE_HU)
         elif finding.name == "lung mass":

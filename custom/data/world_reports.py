@@ -20,13 +20,24 @@ sentence names and whether it negates them.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
 from custom.data.world_findings import WORLD_FINDINGS, Finding, Study
 
-__all__ = ["FINDING_TERMS", "NEGATION_CUES", "P_OMIT_ABSENT", "write_world_report", "sentences_naming"]
+__all__ = [
+    "FINDING_TERMS",
+    "NEGATION_CUES",
+    "P_OMIT_ABSENT",
+    "write_world_report",
+    "sentences_naming",
+    "word_bigrams",
+    "same_findings_bigram_overlap",
+]
 
 P_OMIT_ABSENT = 0.3
 
@@ -414,3 +425,27 @@ def sentences_naming(report: str, finding: str) -> list[tuple[str, bool]]:
         if any(t in lower for t in terms):
             out.append((sentence, bool(_CUE.search(sentence))))
     return out
+
+
+def word_bigrams(text: str) -> set[tuple[str, str]]:
+    """The set of lower-case word bigrams of ``text`` (punctuation marks ``. , :`` count as words)."""
+    words = re.findall(r"[a-z0-9-]+|[.,:]", text.lower())
+    return set(zip(words, words[1:]))
+
+
+def same_findings_bigram_overlap(reports: Sequence[str], label_vectors: Sequence[Sequence[int]]) -> dict:
+    """Overlap of the word-bigram sets of every pair of reports with equal label vectors: ``{"mean_jaccard"
+    (shared / union), "mean_overlap_coefficient" (shared / the smaller set: the share of the shorter report's
+    bigrams found in the other), "pairs", "groups"}`` (groups with at least two reports)."""
+    groups: dict[tuple, list[set]] = defaultdict(list)
+    for report, vector in zip(reports, label_vectors):
+        groups[tuple(int(v) for v in vector)].append(word_bigrams(report))
+    pairs = [(a, b) for g in groups.values() for a, b in itertools.combinations(g, 2)]
+    jaccard = [len(a & b) / len(a | b) for a, b in pairs]
+    coefficient = [len(a & b) / min(len(a), len(b)) for a, b in pairs]
+    return {
+        "mean_jaccard": float(np.mean(jaccard)) if pairs else float("nan"),
+        "mean_overlap_coefficient": float(np.mean(coefficient)) if pairs else float("nan"),
+        "pairs": len(pairs),
+        "groups": sum(len(g) > 1 for g in groups.values()),
+    }

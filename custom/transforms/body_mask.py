@@ -77,20 +77,6 @@ def _erode_in_plane(mask: np.ndarray, radius: int) -> np.ndarray:
     return mask
 
 
-def _block_max(volume: np.ndarray, step: int, axis: int) -> np.ndarray:
-    """Maximum over consecutive groups of ``step`` along ``axis`` (the last group may be shorter)."""
-    take = [slice(None)] * volume.ndim
-    take[axis] = slice(0, None, step)
-    peak = volume[tuple(take)].copy()
-    for offset in range(1, step):
-        take[axis] = slice(offset, None, step)
-        part = volume[tuple(take)]
-        head = [slice(None)] * volume.ndim
-        head[axis] = slice(0, part.shape[axis])
-        np.maximum(peak[tuple(head)], part, out=peak[tuple(head)])
-    return peak
-
-
 @dataclass(frozen=True)
 class BodyMask:
     """``blocks`` ``(ceil(X/step), ceil(Y/step), Z)`` bool: which ``step x step x 1`` blocks of a volume of ``shape``
@@ -145,10 +131,13 @@ def body_mask(
     """
     shape = tuple(int(s) for s in volume.shape)
     step = max(1, -(-max(shape[0], shape[1]) // COARSE_SIDE))
-    # a block is tissue when any voxel of it is (its maximum is above the threshold): thin walls survive the
-    # coarsening, so air enclosed by them stays enclosed; strided maxima read the volume once, no full-size mask
-    peak = _block_max(_block_max(volume, step, 0), step, 1) if step > 1 else volume
-    tissue = peak > threshold
+    tissue = volume > threshold
+    if step > 1:  # a block is tissue when any voxel of it is: thin walls survive, so the air they enclose stays
+        # enclosed. Thresholding first keeps this one pass over the volume in its own memory order (nibabel's
+        # arrays are Fortran-ordered: strided float maxima over them cost ten times as much)
+        tissue = np.logical_or.reduceat(tissue, np.arange(0, shape[0], step), axis=0)
+        tissue = np.logical_or.reduceat(tissue, np.arange(0, shape[1], step), axis=1)
+    tissue = np.ascontiguousarray(tissue)  # the fills below loop over slabs of it
     block_mm = step * min(float(spacing[0]), float(spacing[1]))
     radius = int(np.ceil(core_mm / block_mm)) if core_mm > 0 else 0
     if radius and tissue.any():  # before the fill: a table shell is thin, though the foam it encloses is not

@@ -14,7 +14,7 @@ from custom.data.volume_cache import CachedVolume, VolumeCache
 from custom.transforms.report_text import clean_report
 from custom.transforms.subvolume import (
     SAMPLING_MODES,
-    grid_crop_origins,
+    evaluation_crop_origins,
     read_crops,
     sample_crop_origins,
     stratified_crop_origins,
@@ -69,7 +69,9 @@ class PairsDataset(Dataset):
     different cell of the body's bounding box, anywhere in it or, with ``crop_jitter``, at most that many voxels from
     its centre: :func:`~custom.transforms.subvolume.stratified_crop_origins`) or
     ``"independent"`` (each centred on a body voxel with probability ``foreground_prob``); with ``eval_grid=n`` it
-    returns the same ``n**3`` grid crops every time (evaluation and retrieval).
+    returns the same ``n**3`` crops every time, centred on the cells of an ``n``-per-axis grid over the body's
+    bounding box (evaluation, retrieval, zero-shot and inference:
+    :func:`~custom.transforms.subvolume.evaluation_crop_origins`).
     """
 
     def __init__(
@@ -111,7 +113,7 @@ class PairsDataset(Dataset):
         """``(K, 3)`` origins of this call's crops of ``volume``."""
         volume_shape = volume.array.shape
         if self.eval_grid:
-            return grid_crop_origins(volume_shape, self.crop_size, self.eval_grid)
+            return evaluation_crop_origins(volume_shape, self.crop_size, self.eval_grid, volume.body_grid)
         # seeded from torch so DataLoader workers differ and monai.utils.set_determinism makes runs repeatable
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
         if self.sampling == "stratified":

@@ -248,3 +248,46 @@ def render_phantom(
         spacing=spacing,  # type: ignore[arg-type]
         findings=list(findings),
     )
+
+
+@dataclass
+class Scan:
+    """A phantom placed in a scanner's field of view: ``image`` (HU, int16) with air and a table around the patient,
+    ``body`` bool (the patient: tissue and the lungs), ``spacing`` mm."""
+
+    image: np.ndarray
+    body: np.ndarray
+    spacing: tuple[float, float, float]
+
+    @property
+    def affine(self) -> np.ndarray:
+        return np.diag([*self.spacing, 1.0])
+
+
+def render_scan(
+    shape: tuple[int, int, int] = (512, 512, 300),
+    spacing: tuple[float, float, float] = (0.78, 0.78, 1.25),
+    body_fraction: tuple[float, float] = (0.66, 0.45),
+    seed: int = 0,
+) -> Scan:
+    """CT-like geometry: a :func:`render_phantom` patient (``body_fraction`` of the field of view's width and depth)
+    lying on a table (a thin +200 HU shell around -950 HU foam, wider than the patient, under a pad of air-like foam
+    about 1 cm thick) in a field of view of ``shape`` full of air, as a chest-abdomen CT: the patient fills a
+    fraction of each slice (``benchmarks/body_mask.py`` measures the body mask and evaluation crops on it)."""
+    inner = (int(shape[0] * body_fraction[0] / 0.95), int(shape[1] * body_fraction[1] / 0.80), shape[2])
+    phantom = render_phantom([], shape=inner, spacing=spacing, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    image = rng.normal(-1000.0, 20.0, size=shape).astype(np.float32)
+    x0, y0 = (shape[0] - inner[0]) // 2, (shape[1] - inner[1]) // 2
+    patient = (phantom.image > -500) | (phantom.organs > 0)
+    body = np.zeros(shape, dtype=bool)
+    body[x0 : x0 + inner[0], y0 : y0 + inner[1]] = patient
+    image[body] = phantom.image[patient]
+    back = int(np.flatnonzero(body.any(axis=(0, 2)))[0])  # lowest j of the patient (RAS: posterior)
+    wall = max(1, round(shape[1] / 170))  # a few mm of carbon shell
+    top = back - max(2, round(shape[1] / 40))  # the pad: ~1 cm at 0.78 mm
+    bottom = max(top - 10 * wall, 0)
+    left, right = shape[0] // 12, shape[0] - shape[0] // 12
+    image[left:right, bottom : top + 1] = 200.0
+    image[left + wall : right - wall, bottom + wall : top + 1 - wall] = -950.0
+    return Scan(image=np.clip(image, -1024, 3071).astype(np.int16), body=body, spacing=spacing)

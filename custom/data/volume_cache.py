@@ -4,7 +4,8 @@ Reading a 96^3 crop from a 512x512x300 CT then costs a copy of the crop's bytes 
 reorientation and an intensity transform of the whole volume (see ``benchmarks/subvolume_loading.py``).
 
 Per volume the cache holds ``<key>.npy`` (preprocessed float16, RAS), ``<key>.fg.npy`` (up to
-``max_foreground_points`` body voxel coordinates, int32 ``(M, 3)``, sorted by their cell of a grid over the body:
+``max_foreground_points`` body voxel coordinates, int32 ``(M, 3)``, drawn uniformly from the patient outline with
+the lungs it encloses (:func:`~custom.transforms.body_mask.body_mask`), sorted by their cell of a grid over the body:
 :class:`~custom.transforms.subvolume.BodyGrid`) and ``<key>.json`` (source, shape, affine, the body grid's box and
 cell offsets). ``key`` hashes the source path, its size and mtime, the preprocessing fingerprint and the cache
 format. Files are written to a temporary name and renamed, so concurrent workers, ranks or nodes never read half a
@@ -23,13 +24,15 @@ import numpy as np
 
 from custom.data.checks import load_nifti_checked
 from custom.engines.distributed import main_process_first
+from custom.transforms.body_mask import body_mask
 from custom.transforms.preprocessing import VolumePreprocessing
 from custom.transforms.subvolume import BodyGrid
 
 __all__ = ["CachedVolume", "VolumeCache"]
 
-#: bumped whenever the files' layout changes, so an old cache is rebuilt instead of misread
-CACHE_FORMAT = 2
+#: bumped whenever the files' layout or meaning changes, so an old cache is rebuilt instead of misread
+#: (3: the body is the patient outline with the lungs it encloses, no longer the voxels above the threshold)
+CACHE_FORMAT = 3
 
 
 @dataclass
@@ -57,9 +60,10 @@ class VolumeCache:
     """Args:
     cache_dir: folder for the cached arrays (created if missing).
     preprocessing: the shared chain; its fingerprint is part of every key.
-    body_threshold: preprocessed intensity above which a voxel counts as body (0.25 = -500 HU with the
-        default CT window), used to bias crops to the body.
-    max_foreground_points: body voxels kept per volume (a random, seeded subset) to draw crop centres from.
+    body_threshold: preprocessed intensity above which a voxel is tissue (0.25 = -500 HU with the default CT
+        window). The body is the patient outline this tissue draws, with the lungs and gas it encloses
+        (:func:`~custom.transforms.body_mask.body_mask`); crops are placed over it in training and evaluation.
+    max_foreground_points: body voxels kept per volume (a uniform, seeded subset) to draw crop centres from.
     max_open: volumes whose memory maps this process keeps open (least recently used closed first). A crop read
         through a fresh map pays a page fault per 4 KiB page it touches, about as much as the copy itself
         (``benchmarks/subvolume_loading.py``); each open volume holds two file descriptors.
@@ -101,10 +105,10 @@ class VolumeCache:
         array_path, fg_path, meta_path = self._paths(path)
         array, affine = load_nifti_checked(path)
         volume, affine = self.preprocessing(array, affine)
-        body = np.argwhere(volume > self.body_threshold).astype(np.int32)
-        if len(body) > self.max_foreground_points:
-            rng = np.random.default_rng(0)
-            body = body[rng.choice(len(body), self.max_foreground_points, replace=False)]
+        spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
+        body = body_mask(volume, self.body_threshold, spacing).sample(
+            self.max_foreground_points, np.random.default_rng(0)
+        )
         grid = BodyGrid.build(volume.shape, body)
         # C order: nibabel hands Fortran-ordered arrays, and crops copied out of one into C-ordered batches are
         # transposed on the fly (~10x slower than a straight copy)

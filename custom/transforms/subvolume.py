@@ -1,4 +1,4 @@
-"""Where sub-volumes are cut: K body-biased random crops for training, a fixed grid for evaluation.
+"""Where sub-volumes are cut: K body-biased random crops for training, a fixed grid over the body for evaluation.
 
 Training crops are *stratified* by default: the body's bounding box is split into at least K cells and the K crops
 are centred in K different cells (a random body voxel of each). Independent draws, the other option, often put all
@@ -21,7 +21,7 @@ __all__ = [
     "sample_crop_origins",
     "stratified_crop_origins",
     "strata_grid",
-    "grid_crop_origins",
+    "evaluation_crop_origins",
     "read_crops",
 ]
 
@@ -53,6 +53,14 @@ def sample_crop_origins(
         picks = foreground[rng.integers(0, len(foreground), size=count)]
         centres = np.where(use_body[:, None], picks, centres)
     return _clamp_origins(centres, shape, crop_size)
+
+
+def _cell_centres(low: np.ndarray, high: np.ndarray, cells: Sequence[int]) -> np.ndarray:
+    """``(prod(cells), 3)`` int64 centres of the cells of the box ``[low, high)`` split ``cells`` per axis, in
+    C order of the cell index (cell ``(i, j, k)`` is row ``(i * cells[1] + j) * cells[2] + k``)."""
+    index = np.stack(np.meshgrid(*(np.arange(c) for c in cells), indexing="ij"), axis=-1).reshape(-1, 3)
+    centres = np.asarray(low) + (index + 0.5) * (np.asarray(high) - np.asarray(low)) / np.asarray(cells)
+    return np.round(centres).astype(np.int64)
 
 
 def strata_grid(extent: Sequence[int], count: int) -> tuple[int, int, int]:
@@ -133,13 +141,12 @@ def stratified_crop_origins(
     counts = fine_counts.reshape(cells[0], per_cell[0], cells[1], per_cell[1], cells[2], per_cell[2]).sum((1, 3, 5))
     counts = counts.ravel()
     order = np.concatenate([rng.permutation(np.flatnonzero(counts)), rng.permutation(np.flatnonzero(counts == 0))])
-    size = grid.high - grid.low
+    cell_centres = _cell_centres(grid.low, grid.high, cells)
     centres = []
     for cell in order[:count].tolist():  # strata_grid makes at least `count` cells
         index = (cell // (cells[1] * cells[2]), cell // cells[2] % cells[1], cell % cells[2])
-        centre = grid.low + (np.asarray(index) + 0.5) * size / np.asarray(cells)
         if jitter is not None:
-            centres.append(np.round(centre).astype(np.int64) + rng.integers(-int(jitter), int(jitter) + 1, size=3))
+            centres.append(cell_centres[cell] + rng.integers(-int(jitter), int(jitter) + 1, size=3))
         elif counts[cell]:
             block = tuple(slice(i * p, (i + 1) * p) for i, p in zip(index, per_cell))
             fine_ids = np.arange(grid.cells**3).reshape((grid.cells,) * 3)[block].ravel()
@@ -149,16 +156,24 @@ def stratified_crop_origins(
             before = int(cumulative[fine - 1]) if fine else 0
             centres.append(grid.points[grid.offsets[fine_ids[fine]] + pick - before])
         else:
-            centres.append(centre)
+            centres.append(cell_centres[cell])
     return _clamp_origins(np.asarray(centres, dtype=np.int64), shape, crop_size)
 
 
-def grid_crop_origins(shape: Sequence[int], crop_size: Sequence[int], per_axis: int = 2) -> np.ndarray:
-    """``(per_axis**3, 3)`` deterministic origins evenly spread so the crops cover the volume (evaluation)."""
-    axes = []
-    for size, crop in zip(shape, crop_size):
-        axes.append(np.unique(np.linspace(0, max(size - crop, 0), per_axis).round().astype(np.int64)))
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+def evaluation_crop_origins(
+    shape: Sequence[int], crop_size: Sequence[int], per_axis: int, body_grid: BodyGrid
+) -> np.ndarray:
+    """``(n, 3)`` deterministic origins of the crops a volume is embedded from (retrieval, zero-shot, inference).
+
+    The training rule without its randomness: the body's bounding box (``body_grid``, the volume's
+    :class:`BodyGrid`; the whole volume when it has no body) is split into ``per_axis`` cells along each axis and a
+    crop is centred on each cell's centre, then shifted inside the volume. An axis the crop already spans whole
+    gets one position, so ``n = per_axis**3`` unless the crop covers the volume along some axis (a function of the
+    shapes only, so volumes of one shape batch together). Crops overlap where the box is smaller than
+    ``per_axis`` crops; none is centred outside the body's box, so none is mostly the air around the patient.
+    """
+    cells = [per_axis if size > crop else 1 for size, crop in zip(shape, crop_size)]
+    return _clamp_origins(_cell_centres(body_grid.low, body_grid.high, cells), shape, crop_size)
 
 
 def read_crops(

@@ -130,9 +130,10 @@ class ReportAffinity:
             and those studies alone already make more than 0.25 of all pairs positives.
         max_label_pair_positive_fraction: label sources are refused (``"auto"``: not chosen) when more than this
             fraction of pairs of different training studies are positives (equal vectors; ``"label_overlap"``: the
-            mean soft weight). 0.3: every report of a batch of 4 then has on average 1.9 of the 4 reports as targets,
-            and a batch's positive fraction often passes the trainer's ``max_positive_fraction`` 0.5 warning (targets
-            near uniform favour a collapsed embedding). The synthetic worlds measure 0.25 unlabelled and ~0.08 pairs.
+            mean soft weight). 0.3: every report of a batch of 4 then counts on average 1.9 of the 4 reports as its
+            targets (itself included), and a batch's expected positive fraction is 0.6 of the trainer's
+            ``max_positive_fraction`` warning at 0.5 (targets near uniform favour a collapsed embedding). The synthetic world's labels are well inside both: about a
+            quarter of studies normal, under 0.1 of pairs positive (``tests/test_report_affinity.py`` prints them).
     """
 
     def __init__(

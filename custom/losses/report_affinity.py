@@ -132,8 +132,9 @@ class ReportAffinity:
             fraction of pairs of different training studies are positives (equal vectors; ``"label_overlap"``: the
             mean soft weight). 0.3: every report of a batch of 4 then counts on average 1.9 of the 4 reports as its
             targets (itself included), and a batch's expected positive fraction is 0.6 of the trainer's
-            ``max_positive_fraction`` warning at 0.5 (targets near uniform favour a collapsed embedding). The synthetic world's labels are well inside both: about a
-            quarter of studies normal, under 0.1 of pairs positive (``tests/test_report_affinity.py`` prints them).
+            ``max_positive_fraction`` warning at 0.5 (targets near uniform favour a collapsed embedding).
+            The synthetic world's labels are well inside both: about a quarter of studies normal, under 0.1 of pairs
+            positive (``tests/test_report_affinity.py`` prints them).
     """
 
     def __init__(

@@ -101,6 +101,43 @@ def test_tcl_logits_are_float32_under_bf16_autocast():
     assert torch.allclose(logits, math.exp(4.6) * image @ text.T, atol=1e-4)
 
 
+def test_embeddings_reach_tcl_logits_in_float32_under_bf16_autocast():
+    from custom.networks.image_head import ImageEmbeddingHead
+    from custom.networks.projection import ProjectionHead
+
+    torch.manual_seed(0)
+    image_head, text_head = ImageEmbeddingHead(96, 64), ProjectionHead(48, 64)
+    tokens, pooled = torch.randn(8, 27, 96), torch.randn(4, 48)  # a 3^3 bottleneck grid; 4 pooled reports
+    loss, scale = _tcl("none"), torch.tensor(math.log(100.0))  # the largest scale TCL allows
+    reference = loss.logits(image_head(tokens), text_head(pooled), scale)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image, text = image_head(tokens), text_head(pooled)
+        logits = loss.logits(image, text, scale)
+        bf16_projection = F.normalize(text_head.layers(pooled), dim=-1)  # the head's layers as autocast runs them
+    assert image.dtype == torch.float32 and text.dtype == torch.float32
+    error = float((logits - reference).abs().max())
+    bf16_error = float((loss.logits(image, bf16_projection, scale) - reference).abs().max())
+    print(f"\nlogit error at scale 100 under bf16 autocast: {error:.2e} (bf16 text projection: {bf16_error:.3f})")
+    assert bf16_projection.dtype == torch.bfloat16 and bf16_error > 1e-2  # the premise: bf16 embeddings are coarse
+    assert error < 1e-4
+
+
+def test_one_report_without_ddp_gives_zero_tcl_and_a_warning_once(caplog):
+    torch.manual_seed(0)
+    loss = _tcl("none")
+    image, text = F.normalize(torch.randn(1, 8), dim=-1), F.normalize(torch.randn(1, 8), dim=-1)
+    with caplog.at_level("WARNING", logger="custom.losses.tcl"):
+        values = [float(loss(image, text, torch.zeros(1, dtype=torch.long), torch.tensor(2.0))) for _ in range(2)]
+    assert values == [0.0, 0.0]  # K = 1: the only report is the only target, whatever the embeddings
+    warnings = [r.message for r in caplog.records if "global batch has 1 report" in r.message]
+    assert len(warnings) == 1 and "batch_size 1" in warnings[0] and "no negative" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="custom.losses.tcl"):
+        _tcl("none")(F.normalize(torch.randn(2, 8), dim=-1), F.normalize(torch.randn(2, 8), dim=-1),
+                     torch.arange(2), torch.tensor(2.0))  # fmt: skip
+    assert not caplog.records  # two reports: a real contrastive batch, no warning
+
+
 def test_tir_is_zero_for_perfect_restoration_and_counts_masked_voxels_only_when_asked():
     target = torch.rand(2, 1, 8, 8, 8)
     mask = torch.zeros_like(target, dtype=torch.bool)

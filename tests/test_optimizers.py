@@ -46,3 +46,14 @@ def test_adamw_leaves_the_temperature_alone_when_its_gradient_is_zero():
     optimizer.step()
     assert torch.equal(model.logit_scale.detach(), before_scale)  # decayed, it would shrink by lr * wd = 5 %
     assert torch.allclose(model.linear.weight.detach(), before_weight * (1 - 0.1 * 0.5))
+
+
+def test_swin_relative_position_bias_tables_are_not_decayed():
+    from custom.networks.swin_backbone import SwinUNETRBackbone
+
+    torch.manual_seed(0)
+    decay, no_decay = weight_decay_groups(SwinUNETRBackbone(feature_size=12), 0.05)
+    tables = [n for n in no_decay["names"] + decay["names"] if n.endswith("relative_position_bias_table")]
+    assert len(tables) == 8  # depths 2-2-2-2: one table per Swin block
+    assert set(tables) <= set(no_decay["names"]) and not any("relative_position" in n for n in decay["names"])
+    assert any(n.endswith("attn.qkv.weight") for n in decay["names"])  # attention weights are still decayed

@@ -14,7 +14,7 @@ from custom.engines.pretraining_trainer import PretrainingTrainer, step_terms
 from custom.losses.report_affinity import ReportAffinity
 from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
-from custom.networks.t3d import T3DOutput
+from custom.networks.t3d import T3DModel
 from custom.transforms.corruption import BlockMaskCorruption
 from custom.weights.checkpoint import unwrap
 
@@ -30,13 +30,19 @@ def loss_terms(output: list | dict) -> dict:
     return {key: terms[key] for key in ("loss", "tcl", "tir", "positives")}
 
 
-def report_keys(affinity: ReportAffinity, batchdata: dict, out: T3DOutput, device: torch.device) -> torch.Tensor | None:
+def report_keys(
+    affinity: ReportAffinity, batchdata: dict, network: T3DModel, device: torch.device
+) -> torch.Tensor | None:
     """What TCL's report affinity compares for this batch: the rows' label vectors ``(B, C)``, the text encoder's
-    pooled vectors ``(B, H)``, or nothing."""
+    pooled vectors ``(B, H)`` computed as the threshold was calibrated (:meth:`T3DModel.report_vectors`: eval mode,
+    no gradients; identical reports that are not positives stop the run), or nothing."""
     if affinity.needs_labels:
         return batchdata["label_vector"].to(device)
     if affinity.needs_text:
-        return out.report_vectors
+        reports = list(batchdata["report"])
+        keys = network.report_vectors(reports).to(device)
+        affinity.check_identical_reports(reports, keys)
+        return keys
     return None
 
 
@@ -158,7 +164,7 @@ class T3DTrainer(PretrainingTrainer):
         zero = crops.new_zeros(())
         tcl = zero
         if self.tcl_weight:  # float32 logits outside autocast: the loss switches autocast off itself
-            keys = report_keys(self.tcl_loss.affinity, batchdata, out, crops.device)
+            keys = report_keys(self.tcl_loss.affinity, batchdata, unwrap(self.network), crops.device)
             tcl = self.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, keys)
             self._check_positive_fraction(self.tcl_loss.positive_fraction)
         with torch.autocast(crops.device.type, dtype=self.amp_dtype, enabled=self.amp):

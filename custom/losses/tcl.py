@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -12,6 +13,8 @@ from torch import nn
 from custom.losses.report_affinity import ReportAffinity, off_diagonal_positive_fraction
 
 __all__ = ["LOGIT_SCALE_MAX", "TextInformedContrastiveLoss", "gather_with_local_grad"]
+
+logger = logging.getLogger(__name__)
 
 #: upper bound of the learnable log inverse temperature (CLIP's: the temperature never goes below 0.01)
 LOGIT_SCALE_MAX = math.log(100.0)
@@ -45,8 +48,15 @@ class TextInformedContrastiveLoss(nn.Module):
 
     Target rows are normalised to sum to one; the loss is the mean of the image->text and text->image soft cross
     entropies. Logits and log-softmax are computed in float32 outside any autocast region (under bf16 autocast a
-    matmul returns bfloat16, whose 8-bit mantissa rounds logits of scale up to 100 by up to 0.4). Under DDP all
-    inputs are gathered across ranks first (global batch, gradients to the local part).
+    matmul returns bfloat16, whose 8-bit mantissa rounds logits of scale up to 100 by up to 0.4). The embeddings must
+    arrive in float32 too (the model's heads produce them so under autocast): casting bf16 embeddings up here cannot
+    undo their rounding. Under DDP all inputs are gathered across ranks first (global batch, gradients to the local
+    part).
+
+    A global batch of one report gets a warning, once per loss: with no other report there is no negative, so TCL is
+    exactly 0 for K = 1 (and only evens out the K crops' logits otherwise). Not refused, because batch-1 steps are
+    what timing and memory measurements of the paper-size step run (``benchmarks/t3d_vs_ssl_step.py``). Under DDP
+    the global batch is the sum over ranks, so a per-GPU batch of 1 on 2+ GPUs is a real contrastive batch.
 
     Inputs of ``forward``: ``image_embeddings`` ``(N, E)`` and ``text_embeddings`` ``(B, E)``, both L2-normalised;
     ``image_to_text`` ``(N,)`` index of each crop's report in the local batch; ``logit_scale`` scalar (log inverse
@@ -59,6 +69,7 @@ class TextInformedContrastiveLoss(nn.Module):
         super().__init__()
         self.affinity = affinity if affinity is not None else ReportAffinity("none")
         self.positive_fraction = 0.0
+        self._warned_single_report = False
 
     def logits(
         self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor
@@ -82,6 +93,14 @@ class TextInformedContrastiveLoss(nn.Module):
         image_to_text = gather_with_local_grad(image_to_text + offset)
         if report_keys is not None:
             report_keys = gather_with_local_grad(report_keys)
+        if text_embeddings.shape[0] < 2 and not self._warned_single_report:
+            self._warned_single_report = True
+            logger.warning(
+                "TCL: the global batch has 1 report (batch_size 1 without DDP, or a last partial batch of 1): with no "
+                "other report there is no negative, so TCL is 0 (K = 1) or only evens out the K crops, and nothing "
+                "is learned from it; use batch_size >= 2 and drop_last=True (a per-GPU batch of 1 is fine under DDP "
+                "on 2+ GPUs). Warned once."
+            )
 
         logits_image_to_text = self.logits(image_embeddings, text_embeddings, logit_scale)  # (N, B) float32
         affinity = self.affinity(report_keys, text_embeddings.shape[0], text_embeddings.device)

@@ -16,6 +16,10 @@ class ImageEmbeddingHead(nn.Module):
     Attention pooling (a learned query scores every token) rather than a plain average, because both backbones end
     in instance normalisation: the spatial mean of an instance-normalised channel is nearly the same for every input,
     so an averaged bottleneck carries almost no information about the crop.
+
+    Pooling and projection run in float32 whatever autocast is active (see :class:`ProjectionHead`): the embedding
+    reaches the L2 normalisation and TCL's logits without bfloat16 rounding; the tokens are ``(B, N, C)`` with N a few
+    dozen, so this costs nothing next to the backbone.
     """
 
     def __init__(self, in_dim: int, out_dim: int = 512) -> None:
@@ -25,6 +29,8 @@ class ImageEmbeddingHead(nn.Module):
         self.projection = ProjectionHead(in_dim, out_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        scores = self.key(tokens) @ self.query / tokens.shape[-1] ** 0.5  # (B, N)
-        pooled = (scores.softmax(dim=1).unsqueeze(-1) * tokens).sum(dim=1)
-        return self.projection(pooled)
+        with torch.autocast(tokens.device.type, enabled=False):
+            tokens = tokens.float()
+            scores = self.key(tokens) @ self.query / tokens.shape[-1] ** 0.5  # (B, N)
+            pooled = (scores.softmax(dim=1).unsqueeze(-1) * tokens).sum(dim=1)
+            return self.projection(pooled)

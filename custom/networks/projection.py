@@ -18,6 +18,10 @@ class ProjectionHead(nn.Module):
     not forced to opposite directions, and training and evaluation compute the same function. (A closing BatchNorm1d
     used to centre the outputs over the batch; it made a batch of 2 give cosine -1 whatever the reports said.)
 
+    It runs in float32 whatever autocast is active, and the L2 normalisation sees float32: under bf16 autocast the
+    last Linear returned bfloat16 (8-bit mantissa), which put errors of up to 0.043 into TCL logits at scale 100
+    (1e-5 from float32 embeddings). The head is a few small matrix products, so float32 costs nothing measurable.
+
     The leading LayerNorm puts every backbone's pooled features (instance-normalised SwinUNETR, batch-normalised
     UNet) and every text encoder's pooled vectors at one scale, so one learning rate and initialisation suit all.
     The uniform start of the contrastive loss, where every crop (and every report) looks alike, is left through
@@ -35,4 +39,5 @@ class ProjectionHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.layers(self.standardize(x)), dim=-1)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.normalize(self.layers(self.standardize(x.float())), dim=-1)

@@ -22,15 +22,15 @@ __all__ = ["T3DOutput", "T3DModel", "T3DImageEmbedder"]
 @dataclass
 class T3DOutput:
     """``image_embeddings`` ``(N, E)`` of the clean crops, ``text_embeddings`` ``(B, E)``, ``restored`` ``(N, 1, *S)``
-    from the corrupted crops, ``logit_scale`` (log of the inverse TCL temperature), ``report_vectors`` ``(B, H)``
-    the text encoder's detached pooled vectors (whitened when whitening is on), which the ``"text"`` report affinity
-    compares. Absent parts are None."""
+    from the corrupted crops, ``logit_scale`` (log of the inverse TCL temperature). Absent parts are None.
+
+    What the ``"text"`` report affinity compares is not here: the train-mode pooled vectors carry dropout, so it
+    takes :meth:`T3DModel.report_vectors` instead."""
 
     image_embeddings: torch.Tensor | None
     text_embeddings: torch.Tensor | None
     restored: torch.Tensor | None
     logit_scale: torch.Tensor
-    report_vectors: torch.Tensor | None = None
 
 
 class T3DModel(nn.Module):
@@ -86,9 +86,16 @@ class T3DModel(nn.Module):
 
     @torch.no_grad()
     def report_vectors(self, reports: list[str]) -> torch.Tensor:
-        """``B`` report strings -> ``(B, H)`` the text encoder's pooled vectors, whitened when whitening is on: what
-        the ``"text"`` report affinity compares (and calibrates its threshold on)."""
-        return self._whiten(self.text_encoder(reports).pooled)
+        """``B`` report strings -> float32 ``(B, H)`` the text encoder's pooled vectors in eval mode, without gradients
+        or autocast, whitened when whitening is on: what the ``"text"`` report affinity compares at every step and
+        calibrates its threshold on, computed the same way both times and whatever mode the model is in
+        (:meth:`HFTextEncoder.eval_pooled`; the train-mode forward's dropout put identical reports at cosine ~0.92).
+
+        Cost per step: none for a fully frozen encoder (its cache); one extra no-grad forward pass of the text
+        encoder over the batch's reports for a trainable one, and only when ``report_affinity`` is ``"text"``."""
+        pooled = self.text_encoder.eval_pooled(reports)
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self._whiten(pooled)
 
     def _whiten(self, pooled: torch.Tensor) -> torch.Tensor:
         return pooled if self.text_whitening is None else self.text_whitening(pooled)
@@ -149,8 +156,7 @@ class T3DModel(nn.Module):
             restored = self._restore(corrupt, text, crop_to_report)
         # a clamped copy, not the parameter itself: DDP must see the parameter used inside the graph only
         logit_scale = self.logit_scale.clamp(max=LOGIT_SCALE_MAX)
-        report_vectors = self._whiten(text.pooled).detach()
-        return T3DOutput(image_embeddings, text_embeddings, restored, logit_scale, report_vectors)
+        return T3DOutput(image_embeddings, text_embeddings, restored, logit_scale)
 
 
 class T3DImageEmbedder(nn.Module):

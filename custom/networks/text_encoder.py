@@ -158,6 +158,27 @@ class HFTextEncoder(nn.Module):
         return TextFeatures(tokens=tokens, mask=mask, pooled=torch.stack([p for _, p in per_report]))
 
     @torch.no_grad()
+    def eval_pooled(self, reports: list[str]) -> torch.Tensor:
+        """``B`` reports -> float32 ``(B, H)`` pooled vectors as the encoder gives them in eval mode (no dropout),
+        without gradients or autocast, whatever mode it is in; every submodule's previous mode is restored.
+
+        What the ``"text"`` report affinity compares, at calibration and at every step alike. A fully frozen encoder
+        reads cached reports from its cache and encodes the others without storing them (calibration's negated
+        copies would otherwise fill it); a trainable one runs one extra no-grad forward pass over ``reports``."""
+        modes = {module: module.training for module in self.model.modules()}
+        self.model.eval()
+        try:
+            with torch.autocast(next(self.model.parameters()).device.type, enabled=False):
+                if not self.fully_frozen:
+                    return torch.stack([pooled for _, pooled in self._encode(reports)]).float()
+                missing = list(dict.fromkeys(r for r in reports if r not in self._cache))
+                encoded = dict(zip(missing, (pooled for _, pooled in self._encode(missing)))) if missing else {}
+                return torch.stack([self._cache[r][1] if r in self._cache else encoded[r] for r in reports]).float()
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+
+    @torch.no_grad()
     def precompute(self, reports: Sequence[str], batch_size: int = 32, progress: bool = True) -> None:
         """Encode every report of ``reports`` not cached yet, in batches, with a progress bar: a fully frozen encoder
         then never runs during training (the T3D bundle calls it on the training reports in ``initialize``)."""

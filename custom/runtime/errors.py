@@ -22,6 +22,7 @@ from types import TracebackType
 
 from custom.data.checks import DataError
 from custom.handlers.finite_loss import NonFiniteLossError
+from custom.losses.report_affinity import ReportAffinityError
 from custom.runtime.overrides import UnknownOverrideError
 from custom.weights.checkpoint import CheckpointLoadError
 from custom.weights.transfer import WeightTransferError
@@ -35,6 +36,7 @@ ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointLoadError,
     WeightTransferError,
     UnknownOverrideError,
+    ReportAffinityError,
 )
 
 

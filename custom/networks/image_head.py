@@ -22,11 +22,11 @@ class ImageEmbeddingHead(nn.Module):
     dozen, so this costs nothing next to the backbone.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 512) -> None:
+    def __init__(self, in_dim: int, out_dim: int = 512, standardize: bool = True) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.randn(in_dim) * in_dim**-0.5)
         self.key = nn.Linear(in_dim, in_dim)
-        self.projection = ProjectionHead(in_dim, out_dim)
+        self.projection = ProjectionHead(in_dim, out_dim, standardize=standardize)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.autocast(tokens.device.type, enabled=False):

@@ -27,13 +27,16 @@ class ProjectionHead(nn.Module):
     The uniform start of the contrastive loss, where every crop (and every report) looks alike, is left through
     :class:`~custom.networks.running_standardizer.RunningStandardizer`: per-feature running statistics of earlier
     batches, never of the batch-mates, take the shared direction out of the inputs whatever the backbone's norm or
-    the text encoder's freezing.
+    the text encoder's freezing. ``standardize=False`` leaves it out (the CPU toys, whose whitened text vectors and
+    batch-normalised backbone already spread the inputs, were measured without it).
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 512, hidden_dim: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int = 512, hidden_dim: int | None = None, standardize: bool = True
+    ) -> None:
         super().__init__()
         hidden_dim = hidden_dim or in_dim
-        self.standardize = RunningStandardizer(in_dim)
+        self.standardize = RunningStandardizer(in_dim) if standardize else nn.Identity()
         self.layers = nn.Sequential(
             nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
         )

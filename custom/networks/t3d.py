@@ -45,6 +45,9 @@ class T3DModel(nn.Module):
         temperature: initial TCL temperature (learnable, stored as ``logit_scale = log(1 / temperature)``).
         text_whitening: 0 (off) or the number of principal components a frozen encoder's pooled report vectors are
             whitened to before the text projection; fitted by :meth:`prepare_text` on the training reports.
+        standardize_embeddings: both heads standardise their input with running statistics
+            (:class:`~custom.networks.running_standardizer.RunningStandardizer`), which is what lets TCL leave its
+            uniform start when neither side's features are spread by themselves (the shipped defaults).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class T3DModel(nn.Module):
         interactor_heads: int = 8,
         temperature: float = 0.07,
         text_whitening: int = 0,
+        standardize_embeddings: bool = True,
     ) -> None:
         super().__init__()
         self.image_backbone = image_backbone
@@ -66,9 +70,11 @@ class T3DModel(nn.Module):
                 f"text_whitening: {text_whitening} components need a fully frozen text encoder (frozen_layers -1), "
                 "found a trainable one (the whitening is fitted once on its outputs)"
             )
-        self.image_head = ImageEmbeddingHead(image_backbone.embedding_channels, embed_dim)
+        self.image_head = ImageEmbeddingHead(image_backbone.embedding_channels, embed_dim, standardize_embeddings)
         self.text_whitening = TextWhitening(text_encoder.hidden_size, text_whitening) if text_whitening else None
-        self.text_projection = ProjectionHead(text_whitening or text_encoder.hidden_size, embed_dim)
+        self.text_projection = ProjectionHead(
+            text_whitening or text_encoder.hidden_size, embed_dim, standardize=standardize_embeddings
+        )
         self.interactor = (
             Interactor(image_backbone.bottleneck_channels, text_encoder.hidden_size, interactor_depth, interactor_heads)
             if use_interactor
@@ -166,10 +172,10 @@ class T3DImageEmbedder(nn.Module):
     loads into it with ``strict=False`` (the text side is simply not there).
     """
 
-    def __init__(self, image_backbone: nn.Module, embed_dim: int = 512) -> None:
+    def __init__(self, image_backbone: nn.Module, embed_dim: int = 512, standardize_embeddings: bool = True) -> None:
         super().__init__()
         self.image_backbone = image_backbone
-        self.image_head = ImageEmbeddingHead(image_backbone.embedding_channels, embed_dim)
+        self.image_head = ImageEmbeddingHead(image_backbone.embedding_channels, embed_dim, standardize_embeddings)
 
     def embed_images(self, crops: torch.Tensor) -> torch.Tensor:
         return self.image_head(self.image_backbone.encode(crops).embedding_tokens)

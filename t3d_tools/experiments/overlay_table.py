@@ -115,7 +115,7 @@ def markdown_table() -> str:
 
 def replace_block(text: str, table: str) -> str:
     """``text`` with the block between the markers replaced by ``table``; one-line error when the markers are gone."""
-    pattern = re.compile(re.escape(BEGIN) + r"\n.*?\n" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(BEGIN) + r"\n(?:.*?\n)?" + re.escape(END), re.S)
     if not pattern.search(text):
         raise ValueError(f"{CARD}: expected the markers {BEGIN!r} ... {END!r}, found none")
     return pattern.sub(lambda _: f"{BEGIN}\n{table}\n{END}", text)
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> str:
     table = markdown_table()
     if args.write:
         with open(CARD, encoding="utf-8") as f:
-            text = f.read()
+            text = replace_block(f.read(), table)  # before opening for writing: a refusal must leave the card whole
         with open(CARD, "w", encoding="utf-8") as f:
-            f.write(replace_block(text, table))
+            f.write(text)
     print(table)
     return table
 

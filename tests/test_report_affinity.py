@@ -122,7 +122,9 @@ def test_label_statistics_count_unlabelled_studies_and_positive_pairs_as_a_brute
         unlabelled, positives = label_statistics(vectors, source)
         affinity = ReportAffinity(source)(vectors, 60, "cpu")
         assert unlabelled == pytest.approx(float((vectors.sum(1) == 0).float().mean()))
-        assert positives == pytest.approx(off_diagonal_positive_fraction(affinity), abs=1e-9)
+        assert positives == pytest.approx(
+            off_diagonal_positive_fraction(affinity), abs=1e-6
+        )  # the affinity is summed in float32
 
 
 @pytest.mark.parametrize("source", ["labels", "label_overlap"])

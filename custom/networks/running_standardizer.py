@@ -19,11 +19,12 @@ class RunningStandardizer(nn.Module):
     what differs to unit variance puts the differences between crops, and between reports, at the scale the
     projection is initialised for.
 
-    Unlike BatchNorm in training mode, an output never depends on its batch-mates: the statistics are exponential
-    moving averages (``momentum``) of earlier training batches, updated *after* the batch is standardised with the
-    previous values; the first training batch sets them (and is standardised by its own statistics). So a per-GPU
-    batch of one volume works, and evaluation computes the same function as training. The statistics are buffers:
-    checkpoints carry them, and DDP broadcasts rank 0's at every forward.
+    Unlike BatchNorm in training mode, an output never depends on its batch-mates: a training batch is standardised
+    with the statistics of the batches *before* it, then joins them. The statistics start at mean 0, variance 1 (the
+    first batch passes unchanged) and are the plain average of the batches seen while there are fewer than
+    ``1 / momentum``, an exponential moving average (``momentum``) after that, so they settle within a few steps. A
+    per-GPU batch of one volume works, and evaluation computes the same function as training. The statistics are
+    buffers: checkpoints carry them, and DDP broadcasts rank 0's at every forward.
     """
 
     def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-5) -> None:
@@ -36,18 +37,17 @@ class RunningStandardizer(nn.Module):
         self.register_buffer("batches_seen", torch.tensor(0, dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.training and int(self.batches_seen) == 0
-        if first:  # the first training batch sets the statistics it is standardised with
-            self._blend(x.detach().float(), weight=1.0)
         out = (x.float() - self.running_mean) / (self.running_var + self.eps).sqrt()
-        if self.training and not first:  # after use: this batch only shapes the statistics of later batches
-            self._blend(x.detach().float(), weight=self.momentum)
-        if self.training:
-            self.batches_seen += 1
+        if self.training:  # after use: this batch only shapes the statistics of later batches
+            self._update(x.detach().float())
         return out
 
     @torch.no_grad()
-    def _blend(self, x: torch.Tensor, weight: float) -> None:
+    def _update(self, x: torch.Tensor) -> None:
+        seen = int(self.batches_seen)
+        weight = max(self.momentum, 1.0 / (seen + 1))  # a plain average until 1 / momentum batches, then an EMA
         self.running_mean.lerp_(x.mean(0), weight)
         if x.shape[0] > 1:  # one row has no spread: the variance keeps its value
-            self.running_var.lerp_(x.var(0, unbiased=False), weight)
+            variance_weight = 1.0 if seen == 0 else weight  # the first batch replaces the placeholder variance of 1
+            self.running_var.lerp_(x.var(0, unbiased=False), variance_weight)
+        self.batches_seen += 1

@@ -109,18 +109,23 @@ class PaperTableRunner:
 
     def downstream_network(self, row: Row, bundle: str) -> dict:
         """``network_def`` of a segmentation fine-tune: the MONAI network of the pre-training backbone's
-        architecture."""
+        architecture and normalisation."""
         backbone = self.pretrain_backbone(row)
         common = {"in_channels": "@in_channels", "out_channels": "@num_classes"}
         target = str(backbone["_target_"])
+        # the pre-training's normalisation too: a batch-norm encoder in an instance-norm network would lose its
+        # running statistics (the transfer refuses that)
         if target.endswith("BasicUNetBackbone"):
             features = backbone.get("features", [32, 32, 64, 128, 256, 32])
-            return {"_target_": "BasicUNet", "spatial_dims": 3, "features": list(features), **common}
+            norm = {"norm": backbone["norm"]} if "norm" in backbone else {}
+            return {"_target_": "BasicUNet", "spatial_dims": 3, "features": list(features), **norm, **common}
         if target.endswith("SwinUNETRBackbone"):
+            norm = {"norm_name": backbone["norm_name"]} if "norm_name" in backbone else {}
             return {
                 "_target_": "SwinUNETR",
                 "feature_size": backbone.get("feature_size", 48),
                 "use_checkpoint": True,
+                **norm,
                 **common,
             }
         raise ValueError(f"{bundle}: no downstream network known for pre-training backbone {target}")

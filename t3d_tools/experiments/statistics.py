@@ -38,6 +38,7 @@ __all__ = [
     "t_quantile",
     "pretraining_unit_interval",
     "holm",
+    "binomial_tail",
     "floor_check",
     "paired_differences",
     "verdict_lines",
@@ -163,6 +164,15 @@ def pretraining_unit_interval(a: dict[tuple, float], b: dict[tuple, float], leve
         p = 2 * (1 - t_cdf(abs(mean) / se, df))
     return {"mean": mean, "low": mean - half, "high": mean + half, "p": min(1.0, p), "df": df,
             "units": (len(units_a), len(units_b)), "seeds": seeds}  # fmt: skip
+
+
+def binomial_tail(hits: int, trials: int, chance: float) -> float:
+    """P(X >= hits) for X ~ Binomial(trials, chance): the one-sided p of ``hits`` retrieval successes at chance."""
+    if trials < 1 or not 0 <= hits <= trials or not 0 <= chance <= 1:
+        raise ValueError(
+            f"expected 0 <= hits <= trials, trials >= 1, chance in [0, 1]; found {hits}, {trials}, {chance}"
+        )
+    return float(sum(math.comb(trials, i) * chance**i * (1 - chance) ** (trials - i) for i in range(hits, trials + 1)))
 
 
 def holm(p_values: list[float], alpha: float = 0.05) -> list[dict]:

@@ -144,6 +144,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("BraTS WT Dice", "t3d_brats", "wt", 0.5),
     Column("BraTS ET Dice", "t3d_brats", "et", 0.5),
     Column("Classification macro AUROC", "t3d_bimcv_cls", "macro_auroc", 0.7),
+    # protocol 3 (#27): the findings the new world makes subtle in the pixels (its datalists' "subtle_findings")
+    Column("Subtle-finding macro AUROC", "t3d_bimcv_cls", "macro_auroc_subtle", 0.7),
 )
 
 #: downstream modes: the bundle key that freezes the transferred encoder, per task
@@ -401,14 +403,23 @@ def build_registered_plan(
         parts.append(build_plan(scale, protocol["seeds"], None, protocol["rows"], [bundle], bundles_dir,
                                 protocol["pretrain_seeds"], list(modes), spec))  # fmt: skip
     plan = dict(parts[0])
+    contrasts = [protocol["primary"], *protocol["secondary"]["contrasts"]]
     plan["runs"] = [run for part in parts for run in part["runs"]]
-    plan["bundles"] = [b for part in parts for b in part["bundles"]]
+    plan["bundles"] = [
+        {
+            **b,
+            "metrics": list(
+                dict.fromkeys([*b["metrics"], *(c["metric"] for c in contrasts if c["bundle"] == b["name"])])
+            ),
+        }
+        for part in parts
+        for b in part["bundles"]
+    ]
     plan["floors"] = {k: v for part in parts for k, v in part["floors"].items()}
     plan["modes"] = {m: sorted({f for part in parts for f in part["modes"].get(m, [])}) for m in protocol["modes"]}
     plan["fractions"] = sorted({f for fractions in plan["modes"].values() for f in fractions})
-    contrasts = [protocol["primary"], *protocol["secondary"]["contrasts"]]
-    contrasts += [{"a": c["row"], "b": c["against"]} for c in protocol["controls"].values()]
-    plan["pairs"] = [list(p) for p in dict.fromkeys((c["a"], c["b"]) for c in contrasts)]
+    pairs = [(c["a"], c["b"]) for c in contrasts] + [(c["row"], c["against"]) for c in protocol["controls"].values()]
+    plan["pairs"] = [list(p) for p in dict.fromkeys(pairs)]
     keys = ("primary", "secondary", "controls", "retrieval", "test", "budgets", "world", "t3d")
     plan.update(
         protocol=3,

@@ -42,6 +42,7 @@ __all__ = [
     "floor_check",
     "paired_differences",
     "verdict_lines",
+    "registered_contrasts",
 ]
 
 #: Student's t 0.975 quantiles for df = 1..30 (two-sided 95 %); no scipy at run time
@@ -76,7 +77,7 @@ def summarise(plan: dict, results: list[dict]) -> dict[tuple, dict[tuple, float]
         if result["bundle"] not in bundles:
             continue
         for column in COLUMNS:
-            if column.bundle == result["bundle"]:
+            if column.bundle == result["bundle"] and column.metric in result["metrics"]:
                 key = (result["row"], result["mode"], float(result["fraction"]), column.label)
                 cells.setdefault(key, {})[(result["pretrain_seed"], result["seed"])] = float(
                     result["metrics"][column.metric]
@@ -192,7 +193,8 @@ def floor_check(plan: dict, cells: dict) -> list[dict]:
     A ``floor_only`` bundle is at floor whatever its scratch run reached (calibration found it could not clear)."""
     bundles = {b["name"]: b for b in plan["bundles"]}
     checks = []
-    for column in (c for c in COLUMNS if c.bundle in bundles):
+    with_cells = {key[3] for key in cells}
+    for column in (c for c in COLUMNS if c.bundle in bundles and c.label in with_cells):
         bundle = bundles[column.bundle]
         floor = plan["floors"].get(column.label)
         values = list(cells.get(("scratch", "finetune", 1.0, column.label), {}).values())
@@ -284,3 +286,48 @@ def verdict_lines(plan: dict, differences: list[dict]) -> list[str]:
             f"worse in {worse}), within noise in {len(verdicts) - better - worse}."
         )
     return [*lines, INTERVAL_METHODS[plan.get("interval", "fine_tuning_seed")]]
+
+
+def _contrast_cell(contrast: dict) -> tuple[str, float, str]:
+    """(mode, fraction, column label) of a registered contrast (``bundle`` + ``metric``)."""
+    label = next(c.label for c in COLUMNS if c.bundle == contrast["bundle"] and c.metric == contrast["metric"])
+    return contrast["mode"], float(contrast["fraction"]), label
+
+
+def _contrast(cells: dict, a: str, b: str, cell: tuple[str, float, str], level: float = 0.95) -> dict:
+    found = pretraining_unit_interval(cells.get((a, *cell), {}), cells.get((b, *cell), {}), level)
+    found = found or {"mean": math.nan, "low": -math.inf, "high": math.inf, "p": 1.0, "df": 0.0, "units": (0, 0)}
+    verdict = "better" if found["low"] > 0 else "worse" if found["high"] < 0 else "within noise"
+    return {"a": a, "b": b, "mode": cell[0], "fraction": cell[1], "column": cell[2], **found, "verdict": verdict}
+
+
+def registered_contrasts(plan: dict, cells: dict) -> dict:
+    """The registered protocol's answers (``plan["registered"]``): ``primary`` (its interval at its level),
+    ``secondary`` (95 % intervals and Holm-adjusted p-values, ``beyond_noise`` when Holm rejects), ``controls``
+    (``positive`` / ``negative``: the contrast and whether its rule ``holds``), and ``reading``: one sentence that
+    follows the registered rules (no conclusion from the primary contrast when the positive control fails)."""
+    registered = plan["registered"]
+    primary_spec = registered["primary"]
+    primary_cell = _contrast_cell(primary_spec)
+    primary = _contrast(cells, primary_spec["a"], primary_spec["b"], primary_cell, primary_spec.get("level", 0.95))
+    family = registered["secondary"]
+    secondary = [_contrast(cells, c["a"], c["b"], _contrast_cell(c)) for c in family["contrasts"]]
+    for entry, adjusted in zip(secondary, holm([c["p"] for c in secondary], family.get("alpha", 0.05))):
+        entry.update(p_holm=adjusted["p_adjusted"], beyond_noise=adjusted["rejected"])
+    controls = {}
+    for kind, spec in registered["controls"].items():
+        found = _contrast(cells, spec["row"], spec["against"], primary_cell)
+        holds = found["low"] > 0 if kind == "positive" else not found["low"] > 0
+        controls[kind] = {**found, "holds": holds, "rule": spec["rule"]}
+    if not controls.get("positive", {}).get("holds", True):
+        reading = (
+            "The positive control does not beat restoration-only beyond noise on the primary cell: this protocol "
+            "cannot see an effect of text at this budget, and the table draws no conclusion from the primary contrast."
+        )
+    else:
+        said = {"better": "beats", "worse": "is worse than", "within noise": "cannot be told from"}[primary["verdict"]]
+        reading = f"{primary['a']} {said} {primary['b']} on the primary cell ({primary_spec['reading']})"
+        if not controls.get("negative", {}).get("holds", True):
+            reading += "; but the negative control beats restoration-only too, so a gain cannot be credited to reports"
+        reading += "."
+    return {"primary": primary, "secondary": secondary, "controls": controls, "reading": reading}

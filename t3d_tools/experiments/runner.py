@@ -214,12 +214,13 @@ class PaperTableRunner:
                 )
             if bundle.toy_miniature:
                 overrides["prepare_data#miniature#num_cases"] = self.spec["miniature_cases"]
-            overrides.update(self._toy_schedule(bundle.name))
+            overrides.update(self._generated_schedule(bundle.name))
         if os.path.isfile(self.split_datalist(bundle.name)):  # written by ``prepare`` once the data exist
             overrides["datalist"] = self.split_datalist(bundle.name)
+        overrides.update(self.spec.get("finetune_overrides", {}))
         return list(self.spec["finetune_configs"]), overrides
 
-    def _toy_schedule(self, bundle: str) -> dict:
+    def _generated_schedule(self, bundle: str) -> dict:
         """``validations`` epochs of equal length adding up to the bundle's fine-tune iterations, validating after
         each: the best of them is the checkpoint scored on test."""
         iterations = self.spec["finetune_iterations"]

@@ -195,37 +195,6 @@ SCALES: dict[str, dict] = {
         "54 downstream runs (about 20 min on 2 cores), beyond the 90-minute toy table; `--rows` adds it under the "
         "same protocol, and the full scale runs it",
     },
-    # the toy's configs at GPU size (#27, ``scripts/paper_table_gpu.sh``): one H100, several worker processes sharing
-    # it, <= 12 min wall for the registered protocol. Provisional sizes: calibrate on validation with the first GPU
-    # lease (only size keys differ from the toy: widths, steps, batch, iterations, workers, device)
-    "gpu": {
-        "generated": True,
-        "pretrain_configs": ("train.json", "cpu_toy.json", "cpu_toy_subvolume.json"),
-        "finetune_configs": ("train.json", "cpu_toy.json"),
-        "pretrain_overrides": {
-            "max_epochs": 2,
-            "val_interval": 2,
-            "device": "$torch.device('cuda:0')",
-            "amp": True,
-            "batch_size": 8,
-            "num_workers": 2,
-            "image_backbone#features": [16, 32, 64, 128, 128, 16],
-        },
-        # the downstream networks take the pre-training backbone (widths and norm) from the pre-training config
-        "finetune_overrides": {"device": "$torch.device('cuda:0')", "amp": True},
-        "pretrain_epoch_length": 750,
-        "pretrain_seeds": 3,
-        "finetune_iterations": {"t3d_brats": 300, "t3d_msd_lung": 180, "t3d_bimcv_cls": 600, "t3d_btcv_seg": 450},
-        "validations": 3,
-        "test_fraction": 0.2,
-        "miniature_cases": 60,
-        "seeds": 3,
-        "modes": {"finetune": (0.1, 1.0), "probe": (1.0,)},
-        "floor_only": {},
-        "skip_rows": {"clinicalbert": "its stand-in is not ClinicalBERT; the full scale runs it"},
-        "default_rows": ("scratch", "ssl_swin", "restoration_only", "t3d"),
-        "default_rows_note": "the gpu scale runs the registered protocol's rows (--protocol v3)",
-    },
     "full": {
         "pretrain_configs": ("train.json",),
         "finetune_configs": ("train.json",),
@@ -241,6 +210,31 @@ SCALES: dict[str, dict] = {
         "skip_rows": {},
         "default_rows": None,  # every row
     },
+}
+
+
+# the toy's configs and protocol at GPU size (#27, ``scripts/paper_table_gpu.sh``): one H100 shared by several worker
+# processes, <= 12 min wall for the registered protocol. Only size keys differ from the toy (widths, steps, batch,
+# iterations, miniature cases, workers, device); provisional: calibrate on validation with the first GPU lease
+SCALES["gpu"] = {
+    **SCALES["toy"],
+    "generated": True,
+    "pretrain_overrides": {
+        **SCALES["toy"]["pretrain_overrides"],
+        "device": "$torch.device('cuda:0')",
+        "amp": True,
+        "batch_size": 8,
+        "num_workers": 2,
+        "image_backbone#features": [16, 32, 64, 128, 128, 16],
+    },
+    # the downstream networks take the pre-training backbone (widths and norm) from the pre-training config
+    "finetune_overrides": {"device": "$torch.device('cuda:0')", "amp": True},
+    "pretrain_epoch_length": 750,
+    "pretrain_seeds": 3,
+    "finetune_iterations": {"t3d_brats": 300, "t3d_msd_lung": 180, "t3d_bimcv_cls": 600, "t3d_btcv_seg": 450},
+    "miniature_cases": 60,
+    "floor_only": {},
+    "default_rows_note": "the gpu scale is for the registered protocol's rows (--protocol v3)",
 }
 
 

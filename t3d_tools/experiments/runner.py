@@ -34,6 +34,7 @@ from t3d_tools.experiments.protocol import (
     build_plan,
     build_registered_plan,
     bundle_by_name,
+    load_protocol,
     plan_sha256,
     row_by_name,
 )
@@ -69,6 +70,9 @@ class PaperTableRunner:
         self.out_dir = os.path.abspath(out_dir)
         self.work = os.path.join(self.out_dir, "work")
         self.spec = {**SCALES[scale], **(budget or {})}
+        registered_t3d = (load_protocol(protocol)[0].get("t3d") or {}) if protocol else {}
+        if registered_t3d.get("pretrain_configs"):  # the registered miniature of the shipped defaults (#26)
+            self.spec["pretrain_configs"] = tuple(registered_t3d["pretrain_configs"])
         self.data_dirs = dict(data_dirs or {})
         self.pretrain_overrides = dict(pretrain_overrides or {})
         try:
@@ -119,6 +123,9 @@ class PaperTableRunner:
     def pretrain_config(self, row: Row, pretrain_seed: int = 0) -> tuple[list[str], dict]:
         configs = list(self.spec["pretrain_configs"])
         overrides = {**self.spec["pretrain_overrides"], "seed": pretrain_seed}
+        registered = self.plan.get("registered", {}).get("t3d", {})
+        if registered.get("report_affinity"):  # the registered T3D: text affinity (image-only rows never read it)
+            overrides["report_affinity"] = registered["report_affinity"]
         if self.generated:
             overrides.update(
                 dataset_dir=self.world_dir(), offline_text_encoder_dir=os.path.join(self.work, "text_encoder")

@@ -65,6 +65,10 @@ def test_a_plan_changed_after_a_run_is_refused(tmp_path):
     again = PaperTableRunner("toy", str(out), protocol=str(protocol_copy), world=V1_WORLD)
     first.plan["command"], again.plan["command"] = "first command", "resumed with another command line"
     assert first.plan_sha256 == again.plan_sha256  # the same plan, whatever the command line
+    _, overrides = first.pretrain_config(first.row("oracle_text"), 2)
+    assert overrides["report_affinity"] == "text" and overrides["seed"] == 2  # the registered T3D, every T3D row
+    assert overrides["prepare_data#synthetic_pairs"]["_target_"] == V1_WORLD  # --world replaces the generator
+    assert overrides["oracle_labels_datalist"].endswith("classification_datalist.json")
     os.makedirs(out)
     (out / "plan.json").write_text(json.dumps(first.plan))  # as ``prepare`` writes it before the first run
     content = json.loads(protocol_copy.read_text())

@@ -104,7 +104,8 @@ def sampled_curation(root: str, out: str, every: int, workers: int) -> dict:
     def add(self, record):  # sample memory as the log grows
         original_add(self, record)
         if len(self.records) % every == 0:
-            samples.append({"volumes": len(self.records), "rss_mb": round(_rss_mb(), 1), "peak_mb": round(_peak_mb(), 1)})
+            sample = {"volumes": len(self.records), "rss_mb": round(_rss_mb(), 1), "peak_mb": round(_peak_mb(), 1)}
+            samples.append(sample)
 
     volumes.VolumeLog.add = add
     try:
@@ -152,7 +153,8 @@ def full_size_volume(work: str) -> dict:
     nib.save(nib.Nifti1Image((np.rint(big) + 1024).astype(np.int16), np.eye(4)), source)
     del real, big
     geometry = Geometry((0.7, 0.7, 1.5), 1.0, -1024.0, None, None)
-    task = VolumeTask("train_1_a_1.nii.gz", source, os.path.join(work, "full_size", "repaired.nii.gz"), geometry, "auto", 20)
+    repaired = os.path.join(work, "full_size", "repaired.nii.gz")
+    task = VolumeTask("train_1_a_1.nii.gz", source, repaired, geometry, "auto", 20)
     start = time.perf_counter()
     record = process_volume(task)
     repair_s = time.perf_counter() - start

@@ -138,4 +138,6 @@ def test_bimcv_r_refuses_label_affinity_when_coverage_is_low(bimcv_r_root, tmp_p
 
     from custom.losses.report_affinity import ReportAffinity
 
-    assert ReportAffinity("auto").prepare(pairs["training"]) == "text"
+    assert ReportAffinity("auto", similarity_threshold=0.5).prepare(pairs["training"]) == "text"
+    with pytest.raises(ValueError, match="expected a 'label_vector' in every training row"):
+        ReportAffinity("labels").prepare(pairs["training"])

@@ -163,7 +163,14 @@ class VolumeLog:
         if self.path:
             if self._file is None:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                cut_short = False
+                if os.path.isfile(self.path) and os.path.getsize(self.path):
+                    with open(self.path, "rb") as f:
+                        f.seek(-1, os.SEEK_END)
+                        cut_short = f.read(1) != b"\n"
                 self._file = open(self.path, "a", encoding="utf-8")
+                if cut_short:  # an interrupted write: end its line so the next record starts on its own
+                    self._file.write("\n")
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
 

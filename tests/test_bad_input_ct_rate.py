@@ -132,22 +132,15 @@ def _check(code, lines, out, names):
     assert not os.path.exists(out)  # nothing written, not even the folder
 
 
-@pytest.mark.parametrize("kind", sorted(CT_RATE_CASES))
-def test_ct_rate_bad_input_is_one_line_and_writes_nothing(kind, templates, tmp_path, capfd):
-    plant, names = CT_RATE_CASES[kind]
-    root, out = _case(templates, tmp_path, "ct_rate", plant)
-    code, lines = _run_in_process(
-        "t3d_tools.curation.ct_rate", ["curate", "--root", root, "--out", out, "--progress", "False"], capfd
-    )
-    _check(code, lines, out, names)
+CASES = [("ct_rate", kind) for kind in sorted(CT_RATE_CASES)] + [("bimcv_r", kind) for kind in sorted(BIMCV_R_CASES)]
 
 
-@pytest.mark.parametrize("kind", sorted(BIMCV_R_CASES))
-def test_bimcv_r_bad_input_is_one_line_and_writes_nothing(kind, templates, tmp_path, capfd):
-    plant, names = BIMCV_R_CASES[kind]
-    root, out = _case(templates, tmp_path, "bimcv_r", plant)
+@pytest.mark.parametrize("dataset, kind", CASES, ids=[f"{d}-{k}" for d, k in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(dataset, kind, templates, tmp_path, capfd):
+    plant, names = (CT_RATE_CASES if dataset == "ct_rate" else BIMCV_R_CASES)[kind]
+    root, out = _case(templates, tmp_path, dataset, plant)
     code, lines = _run_in_process(
-        "t3d_tools.curation.bimcv_r", ["curate", "--root", root, "--out", out, "--progress", "False"], capfd
+        f"t3d_tools.curation.{dataset}", ["curate", "--root", root, "--out", out, "--progress", "False"], capfd
     )
     _check(code, lines, out, names)
 

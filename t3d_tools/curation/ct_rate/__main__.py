@@ -1,21 +1,8 @@
 """Command line: ``python -m t3d_tools.curation.ct_rate {curate,miniature} --help``."""
 
-import sys
-
-import fire
-
-from custom.data.checks import DataError
+from t3d_tools.curation.cli import run_commands
 from t3d_tools.curation.ct_rate.curate import curate
 from t3d_tools.curation.ct_rate.miniature import make_miniature
 
-
-def main() -> None:
-    try:
-        fire.Fire({"curate": curate, "miniature": make_miniature})
-    except DataError as err:  # input problems are one line for the user, not a traceback
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    main()
+    run_commands({"curate": curate, "miniature": make_miniature})

@@ -24,6 +24,15 @@ pytestmark = pytest.mark.slow
 CT_CLIP_COLUMNS = ["auroc", "f1", "accuracy", "precision"]
 
 
+@pytest.fixture(scope="module")
+def text_encoder(tmp_path_factory) -> str:
+    """A small offline BERT with 5 masked-LM steps: these tests check the plumbing to CT-CLIP's files, not what the
+    encoder learnt, so they skip the session encoder's 300 steps."""
+    from custom.weights.offline_text_encoder import build_offline_text_encoder
+
+    return build_offline_text_encoder(str(tmp_path_factory.mktemp("text") / "encoder"), mlm_steps=5)
+
+
 def _curated(dataset: str, tmp_path) -> str:
     out = str(tmp_path / f"{dataset}_vlp")
     if dataset == "ct_rate":
@@ -38,7 +47,7 @@ def _curated(dataset: str, tmp_path) -> str:
 
 
 @pytest.mark.parametrize("dataset", ["ct_rate", "bimcv_r"])
-def test_curated_set_trains_and_scores_with_ct_clip_columns(dataset, tmp_path, offline_text_encoder):
+def test_curated_set_trains_and_scores_with_ct_clip_columns(dataset, tmp_path, text_encoder):
     out = _curated(dataset, tmp_path)
     datalist = os.path.join(out, "pairs_datalist.json")
     assert verify_datalist(datalist) == []
@@ -46,8 +55,8 @@ def test_curated_set_trains_and_scores_with_ct_clip_columns(dataset, tmp_path, o
         "dataset_dir": out,
         "datalist": datalist,
         "cache_dir": str(tmp_path / "cache"),
-        "text_encoder_name": offline_text_encoder,
-        "offline_text_encoder_dir": offline_text_encoder,
+        "text_encoder_name": text_encoder,
+        "offline_text_encoder_dir": text_encoder,
         "batch_size": 2,
     }
     root = str(tmp_path / "run")

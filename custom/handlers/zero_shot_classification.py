@@ -65,6 +65,7 @@ class ZeroShotClassification(EmbeddingCollector):
             metric_name="zero_shot_macro_auroc",
         )
         self.report: dict | None = None
+        self.scored: tuple[torch.Tensor, torch.Tensor, list[str]] | None = None  # (probabilities, labels, patients)
 
     @torch.no_grad()
     def finish(self, engine: Engine, indices: list[int], images: torch.Tensor, texts: torch.Tensor | None) -> None:
@@ -81,4 +82,5 @@ class ZeroShotClassification(EmbeddingCollector):
             "logit_scale": scale,
         }
         images, patients = [self.images[i] for i in indices], [self.patients[i] for i in indices]
+        self.scored = (probabilities, labels, patients)
         self.report = self.writer.write_report(engine, probabilities, labels, images, patients, extra)

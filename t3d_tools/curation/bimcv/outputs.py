@@ -62,7 +62,7 @@ def _datalist_rows(
     return pairs, classification
 
 
-def _exclusions_tsv(exclusions: list[Exclusion]) -> str:
+def exclusions_tsv(exclusions: list[Exclusion]) -> str:
     """The text of ``exclusions.tsv``: a header, then one line per exclusion (whitespace runs become one space)."""
     lines = ["\t".join(("study_id", "patient_id", "level", "path", "reason", "detail"))]
     for e in sorted(exclusions, key=lambda e: (e.study_id, e.level, e.path)):
@@ -97,7 +97,7 @@ def write_outputs(
     for fraction, subset in subsets.items():  # same file form as label_fractions.write_label_fraction_datalists
         document = {**classification_doc, "training": subset, "label_fraction": fraction, "seed": seed}
         outputs[f"{stem}_frac{fraction * 100:g}.json"] = json.dumps(document, indent=1)
-    outputs[EXCLUSIONS_NAME] = _exclusions_tsv(exclusions)
+    outputs[EXCLUSIONS_NAME] = exclusions_tsv(exclusions)
     stats = compute_stats(studies, exclusions, split_of, classes, min_positive, participants, ehr_results)
     outputs[STATS_NAME] = json.dumps(stats, indent=1)
     for name, text in outputs.items():

@@ -57,6 +57,17 @@ def write_if_changed(path: str, text: str) -> bool:
     return True
 
 
+def probe_entry(image_path: str) -> dict:
+    """``{"stamp": [size, mtime_ns], "result": probe}`` or ``{"stamp", "error"}`` of one volume (picklable, for
+    worker processes)."""
+    stat = os.stat(image_path)
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    try:
+        return {"stamp": stamp, "result": probe_volume(image_path)}
+    except DataError as err:
+        return {"stamp": stamp, "error": str(err)}
+
+
 class ProbeCache:
     """``probe_volume`` results keyed by path, valid while the file's size and modification time are unchanged."""
 
@@ -68,21 +79,47 @@ class ProbeCache:
             with open(path, encoding="utf-8") as f:
                 self._entries = json.load(f)
 
+    def _valid(self, image_path: str) -> bool:
+        entry = self._entries.get(image_path)
+        stat = os.stat(image_path)
+        return entry is not None and entry["stamp"] == [stat.st_size, stat.st_mtime_ns]
+
     def probe(self, image_path: str) -> dict:
         """``{"shape", "spacing", "content_sha1"}`` of the volume; raises :class:`DataError` if it is unreadable."""
-        stat = os.stat(image_path)
-        stamp = [stat.st_size, stat.st_mtime_ns]
-        entry = self._entries.get(image_path)
-        if entry is None or entry["stamp"] != stamp:
+        if not self._valid(image_path):
             self.loaded += 1
-            try:
-                entry = {"stamp": stamp, "result": probe_volume(image_path)}
-            except DataError as err:
-                entry = {"stamp": stamp, "error": str(err)}
-            self._entries[image_path] = entry
+            self._entries[image_path] = probe_entry(image_path)
+        entry = self._entries[image_path]
         if "error" in entry:
             raise DataError(entry["error"])
         return entry["result"]
+
+    def prefill(self, paths: Sequence[str], workers: int, progress: bool, save_every: int = 200) -> None:
+        """Probe the ``paths`` not cached yet with ``workers`` processes, saving the cache every ``save_every``
+        volumes so an interrupted run keeps what it probed."""
+        from tqdm import tqdm
+
+        missing = [p for p in dict.fromkeys(paths) if os.path.isfile(p) and not self._valid(p)]
+        if not missing:
+            return
+        pool = None
+        if workers > 1:
+            import multiprocessing
+
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+        entries = pool.imap(probe_entry, missing, chunksize=4) if pool else map(probe_entry, missing)
+        try:
+            bar = tqdm(zip(missing, entries), total=len(missing), desc="probe images", disable=not progress)
+            for done, (path, entry) in enumerate(bar, 1):
+                self.loaded += 1
+                self._entries[path] = entry
+                if done % save_every == 0:
+                    self.save()
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        self.save()
 
     def save(self) -> None:
         if self.path:

@@ -259,7 +259,7 @@ def read_tree(
     )
 
 
-def _read_csv_text(path: str) -> str:
+def read_csv_text(path: str) -> str:
     """The CSV as text, strictly UTF-8 (a leading byte-order mark dropped). A file with bytes that are not UTF-8 is
     one error naming the file, the byte offset and the line: such a file is nearly always in another encoding as a
     whole (a Latin-1 / Windows-1252 export), so excluding just the rows with accents would silently lose data."""
@@ -281,7 +281,7 @@ def _read_csv_text(path: str) -> str:
 def read_csv_rows(csv_path: str, columns: tuple[str, str, str | None]) -> list[tuple[int, dict[str, str]]]:
     """``[(line, row)]`` of the CSV once its header has the ``(image, report, patient)`` columns asked for."""
     image_column, report_column, patient_column = columns
-    reader = csv.DictReader(io.StringIO(_read_csv_text(csv_path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_csv_text(csv_path), newline=""))
     header = reader.fieldnames or []
     for option, column in (
         ("image_column", image_column),

@@ -28,9 +28,10 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 
-from t3d_tools.packaging.errors import PackError
+from t3d_tools.packaging.errors import PackError, one_line_os_error
 from t3d_tools.packaging.release_names import (
     DEFAULT_RELEASE_TAG,
     _large_files_yml,
@@ -135,6 +136,45 @@ def _bundle_files(bundle_dir: str) -> list[tuple[str, str]]:
     return files
 
 
+def _write_zip(tmp_path: str, packed_name: str, entries: list, generated: dict) -> None:
+    """Write the members (sorted, fixed timestamps) to ``tmp_path`` (renamed into place by the caller: an earlier zip
+    of that name stays whole until the new one is complete). A write failure (disk full, ``ulimit -f``) is a
+    :class:`PackError` naming the file."""
+    members = [(rel, source, None) for source, rel in entries]
+    members += [(rel, None, text) for rel, text in generated.items()]
+    try:
+        with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for rel, source, text in sorted(members, key=lambda m: m[0]):
+                info = zipfile.ZipInfo(f"{packed_name}/{rel}".replace(os.sep, "/"), date_time=_ZIP_DATE)
+                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                if text is not None:
+                    archive.writestr(info, text)
+                    continue
+                with open(source, "rb") as src, archive.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except OSError as err:
+        if err.filename and err.filename != tmp_path:  # a source file: named by the error itself
+            raise
+        raise PackError(f"{tmp_path}: expected to write the bundle zip, found {err.strerror or err}") from None
+
+
+def _move_aside_if_different(zip_path: str, new_zip: str) -> str | None:
+    """An earlier ``zip_path`` with other bytes than ``new_zip`` is moved to ``<dist>/.previous/<name>-<UTC
+    time>.zip`` (returned), never overwritten: it may be the only copy of a release. Same bytes: nothing to keep."""
+    if not os.path.isfile(zip_path) or file_digest(zip_path, "sha1") == file_digest(new_zip, "sha1"):
+        return None
+    folder = os.path.join(os.path.dirname(zip_path), ".previous")
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.basename(zip_path)[: -len(".zip")]
+    base = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    aside, count = f"{base}.zip", 1
+    while os.path.lexists(aside):
+        count += 1
+        aside = f"{base}-{count}.zip"
+    os.rename(zip_path, aside)
+    return aside
+
+
 def resolve_bundle(bundle: str) -> str:
     """A bundle folder, given as a path or as a name under ``bundles/``."""
     for candidate in (bundle, os.path.join(REPO_ROOT, "bundles", bundle)):
@@ -229,21 +269,14 @@ def pack(
     fd, tmp_path = tempfile.mkstemp(dir=dist_dir, suffix=".zip.part")
     os.close(fd)
     try:
-        members = [(rel, source, None) for source, rel in entries]
-        members += [(rel, None, text) for rel, text in generated.items()]
-        with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for rel, source, text in sorted(members, key=lambda m: m[0]):
-                info = zipfile.ZipInfo(f"{packed_name}/{rel}".replace(os.sep, "/"), date_time=_ZIP_DATE)
-                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-                if text is not None:
-                    archive.writestr(info, text)
-                    continue
-                with open(source, "rb") as src, archive.open(info, "w") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+        _write_zip(tmp_path, packed_name, entries, generated)
+        aside = _move_aside_if_different(zip_path, tmp_path)
         os.replace(tmp_path, zip_path)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+    if aside:
+        print(f"moved the earlier {zip_path} (other content) to {aside}")
     source_url = f"https://github.com/{repo}/releases/download/{DEFAULT_RELEASE_TAG}/{key}.zip"
     update_model_info(model_info, key, file_digest(zip_path, "sha1"), source_url)
     size_mb = os.path.getsize(zip_path) / 2**20
@@ -296,6 +329,6 @@ def main(argv: list[str] | None = None) -> int:
             args.overlay,
         )
     except (PackError, OSError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line_os_error(err)}", file=sys.stderr)
         return 2
     return 0

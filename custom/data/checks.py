@@ -20,6 +20,9 @@ import numpy as np
 __all__ = [
     "DataError",
     "MIN_SPATIAL_VOXELS",
+    "DEFAULT_MAX_VOXELS",
+    "max_voxels_allowed",
+    "check_nifti_size",
     "load_nifti_checked",
     "check_affine",
     "check_volume_array",
@@ -31,7 +34,11 @@ __all__ = [
     "check_label_values",
     "check_channel_count",
     "glob_images",
+    "normalise_patient_id",
+    "given_patient_id",
     "patient_split_problems",
+    "study_of",
+    "duplicate_study_problems",
     "refuse_patient_leakage",
 ]
 
@@ -41,8 +48,60 @@ __all__ = [
 MIN_SPATIAL_VOXELS = 8
 
 
+#: the most voxels any loader decodes (a 512 x 512 x 2000 CT is 5.2e8); the environment variable ``T3D_MAX_VOXELS``
+#: (or a loader's ``max_voxels`` argument, the integrity checker's ``--max_voxels``) sets another cap
+DEFAULT_MAX_VOXELS = 2**30
+#: deflate never packs more than ~1032 bytes into one: a .nii.gz cannot hold more voxel data than this times its size
+_DEFLATE_MAX_RATIO = 1032
+
+
 class DataError(ValueError):
     """A problem with input data; the message is one line naming the source, the expectation and the finding."""
+
+
+def max_voxels_allowed(max_voxels: int | None = None) -> int:
+    """``max_voxels`` if given, else ``T3D_MAX_VOXELS`` from the environment, else :data:`DEFAULT_MAX_VOXELS`."""
+    if max_voxels is not None:
+        return int(max_voxels)
+    configured = os.environ.get("T3D_MAX_VOXELS", "").strip()
+    if not configured:
+        return DEFAULT_MAX_VOXELS
+    try:
+        return int(float(configured))
+    except ValueError:
+        raise DataError(f"T3D_MAX_VOXELS: expected a number of voxels, found {configured!r}") from None
+
+
+def check_nifti_size(path: str, max_voxels: int | None = None) -> None:
+    """Refuse, from the header alone and before any voxel is decoded, a NIfTI whose header implies more voxels than
+    the cap (:func:`max_voxels_allowed`) or more data than the file can hold (its size; a ``.nii.gz``: its size times
+    deflate's largest ratio). A 1.4 KB file whose header claims 2000^3 voxels would otherwise allocate gigabytes.
+    Other formats and unreadable headers pass (the reader reports those)."""
+    if not path.lower().endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+        return
+    try:
+        image = nib.load(path)  # lazy: the header only
+        shape = tuple(int(n) for n in image.header.get_data_shape())
+        itemsize = int(image.header.get_data_dtype().itemsize)
+        offset = int(getattr(image.dataobj, "offset", 0))  # the image's header copy says 0; the proxy knows
+    except Exception:  # noqa: BLE001 - an unreadable header is the reader's to report, with its reason
+        return
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    cap = max_voxels_allowed(max_voxels)
+    if voxels > cap:
+        raise DataError(
+            f"{path}: expected at most {cap} voxels (T3D_MAX_VOXELS), found a header claiming shape {shape} "
+            f"({voxels} voxels); not read"
+        )
+    implied, size = offset + voxels * itemsize, os.path.getsize(path)
+    compressed = path.lower().endswith(".gz")
+    holds = size * _DEFLATE_MAX_RATIO if compressed else size
+    if implied > holds:
+        can = f"at most {holds} bytes unpacked from its {size}" if compressed else f"{size}"
+        raise DataError(
+            f"{path}: expected {implied} bytes of NIfTI data for the header's shape {shape}, found a file that can "
+            f"hold {can} bytes (a truncated file, or a header claiming more than the file holds); not read"
+        )
 
 
 def check_volume_array(
@@ -71,10 +130,11 @@ def check_volume_array(
 
 
 def load_nifti_checked(
-    path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS
+    path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS, max_voxels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI fully (so truncation is caught now, not mid-training) and check it (:func:`check_volume_array`);
-    returns (array, affine)."""
+    """Load a NIfTI fully (so truncation is caught now, not mid-training) after :func:`check_nifti_size`, and check
+    it (:func:`check_volume_array`); returns (array, affine)."""
+    check_nifti_size(path, max_voxels)
     try:
         image = nib.load(path)
         array = np.asanyarray(image.dataobj)
@@ -191,28 +251,91 @@ def glob_images(pattern: str, config_key: str = "images") -> list[str]:
     return paths
 
 
+def normalise_patient_id(value: object) -> str:
+    """The form two patient ids are compared in: whitespace collapsed and trimmed, case folded (``"ID "``, ``"id"``
+    and ``"Id"`` are one patient). Every leakage check compares ids through this one function."""
+    return " ".join(str(value).split()).casefold()
+
+
+def _is_patient_key(key: object) -> bool:
+    return isinstance(key, str) and key.replace("_", "").replace("-", "").casefold() == "patientid"
+
+
+def given_patient_id(row: Mapping, patient_key: str = "patient_id") -> str | None:
+    """The patient id a row states, trimmed: its ``patient_key``, else any alias of it the readers accept
+    (``PatientID``, ``patientId``, ``Patient_ID``, ...); None when it states none (or only blanks)."""
+    keys = [patient_key] + [k for k in row if k != patient_key and _is_patient_key(k)]
+    for key in keys:
+        value = row.get(key)
+        if value is not None and str(value).strip():
+            return " ".join(str(value).split())
+    return None
+
+
 def patient_split_problems(splits: Mapping[str, Sequence[dict]], patient_key: str = "patient_id") -> list[str]:
-    """One line per patient whose rows sit in more than one split (rows without ``patient_key`` are skipped).
+    """One line per patient whose rows sit in more than one split (rows stating no patient id are skipped; ids are
+    compared by :func:`normalise_patient_id`, under ``patient_key`` or any alias of it).
 
     The single definition of patient leakage: the integrity checker reports these lines, every training bundle
     refuses to start on them (:func:`refuse_patient_leakage`)."""
     splits_of_patient: dict[str, set[str]] = defaultdict(set)
+    shown: dict[str, set[str]] = defaultdict(set)
     for split, rows in splits.items():
         for row in rows:
-            if isinstance(row, Mapping) and row.get(patient_key) is not None:
-                splits_of_patient[str(row[patient_key])].add(split)
+            given = given_patient_id(row, patient_key) if isinstance(row, Mapping) else None
+            if given is not None:
+                splits_of_patient[normalise_patient_id(given)].add(split)
+                shown[normalise_patient_id(given)].add(given)
     return [
-        f"{patient_key} {patient}: expected in one split, found in {sorted(found)}"
+        f"{patient_key} {' / '.join(repr(v) for v in sorted(shown[patient]))}: expected in one split, found in "
+        f"{sorted(found)}"
+        if len(shown[patient]) > 1
+        else f"{patient_key} {next(iter(shown[patient]))}: expected in one split, found in {sorted(found)}"
         for patient, found in sorted(splits_of_patient.items())
         if len(found) > 1
     ]
 
 
+def study_of(row: Mapping) -> str | None:
+    """What a row's study is: its (first) image file, else its ``study_id``; None for neither. (The image, not
+    ``study_id``: readers derive ``study_id`` from the file name, which repeats across ``<patient>/ct.nii.gz``.)"""
+    image = row.get("image")
+    image = image[0] if isinstance(image, (list, tuple)) and image else image
+    if isinstance(image, str) and image:
+        return f"image {os.path.normpath(image)}"
+    if row.get("study_id") is not None and str(row["study_id"]).strip():
+        return f"study_id {' '.join(str(row['study_id']).split())}"
+    return None
+
+
+def duplicate_study_problems(splits: Mapping[str, Sequence[dict]]) -> list[str]:
+    """One line per study (:func:`study_of`) that appears in more than one row of one split (a study repeated 8x in
+    training is weighted 8x and, across validation rows, counted 8x)."""
+    problems = []
+    for split, rows in splits.items():
+        rows_of: dict[str, list[int]] = defaultdict(list)
+        for index, row in enumerate(rows):
+            study = study_of(row) if isinstance(row, Mapping) else None
+            if study is not None:
+                rows_of[study].append(index)
+        problems += [
+            f"{study}: expected once in '{split}', found in {len(indices)} rows (#{', #'.join(map(str, indices[:5]))})"
+            for study, indices in rows_of.items()
+            if len(indices) > 1
+        ]
+    return problems
+
+
 def refuse_patient_leakage(splits: Mapping[str, Sequence[dict]], source: str, patient_key: str = "patient_id") -> bool:
     """Raise :class:`DataError` naming ``source`` and the first leaked patient when a patient is in two splits
-    (validation scores of a model that trained on the same patient are not held-out); True otherwise."""
+    (validation scores of a model that trained on the same patient are not held-out), or the first study repeated
+    within one split; True otherwise."""
     problems = patient_split_problems(splits, patient_key)
     if problems:
         more = f" (and {len(problems) - 1} more patients)" if len(problems) > 1 else ""
         raise DataError(f"{source}: {problems[0]}{more}; a patient's studies must all be in one split")
+    duplicates = duplicate_study_problems(splits)
+    if duplicates:
+        more = f" (and {len(duplicates) - 1} more)" if len(duplicates) > 1 else ""
+        raise DataError(f"{source}: {duplicates[0]}{more}; each study must be one row")
     return True

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from custom.data.checks import DataError, check_nifti_size, load_nifti_checked, refuse_patient_leakage
+from custom.data.checks import DataError, check_nifti_header, load_nifti_checked, refuse_patient_leakage
 
 
 def _hostile_nifti(path, shape=(2000, 2000, 2000)) -> str:
@@ -55,10 +55,10 @@ def test_the_voxel_cap_is_configurable(tmp_path, monkeypatch):
         load_nifti_checked(path, max_voxels=1000)
     monkeypatch.setenv("T3D_MAX_VOXELS", "1000")
     with pytest.raises(DataError, match="expected at most 1000 voxels"):
-        check_nifti_size(path)
+        check_nifti_header(path)
     monkeypatch.setenv("T3D_MAX_VOXELS", "lots")
     with pytest.raises(DataError, match="T3D_MAX_VOXELS: expected a number of voxels, found 'lots'"):
-        check_nifti_size(path)
+        check_nifti_header(path)
 
 
 def test_an_uncompressed_nifti_cut_short_is_refused_from_its_size(tmp_path):
@@ -67,7 +67,7 @@ def test_an_uncompressed_nifti_cut_short_is_refused_from_its_size(tmp_path):
     with open(path, "wb") as f:
         f.write(data[: len(data) - 100])
     with pytest.raises(DataError, match=r"cut.nii: expected \d+ bytes of NIfTI data for the header's shape"):
-        check_nifti_size(path)
+        check_nifti_header(path)
 
 
 def test_monai_loader_refuses_the_hostile_header_too(tmp_path):
@@ -243,3 +243,59 @@ def test_zip_caps_refuse_before_anything_is_decompressed(tmp_path, cap):
     finally:
         zip_module.ZipFile.open = real_open
     assert calls == []  # refused from the directory alone: no member opened
+
+
+# ---- outputs never collide ----
+def test_inference_inputs_with_one_output_name_are_refused_naming_both():
+    from custom.data.checks import refuse_output_collisions
+
+    assert refuse_output_collisions(["/d/patA/ct.nii.gz", "/d/patA/pet.nii.gz", "/d/patA/ct.nii.gz"], "seg")
+    with pytest.raises(DataError) as caught:
+        refuse_output_collisions(["/d/patA/ct.nii.gz", "/d/patB/ct.nii", "/d/patC/ct.nii.gz"], "seg")
+    assert str(caught.value) == (
+        "/d/patA/ct.nii.gz and /d/patB/ct.nii: expected inputs whose outputs have distinct names, found both "
+        "writing ct_seg.* to the one output folder; rename one, or run them with separate --output_dir"
+    )
+    with pytest.raises(DataError, match="a/t1.nii.gz and b/t1.nii.gz"):  # multi-channel rows: named by the first
+        refuse_output_collisions([["a/t1.nii.gz", "a/t2.nii.gz"], ["b/t1.nii.gz", "b/t2.nii.gz"]], "seg")
+
+
+# ---- content that is empty in effect ----
+@pytest.mark.parametrize("text", ["\x00\x00\x00", "\u200b\u200c\u200d", "\ufeff \u2060\n\x07", "\u200e"])
+def test_reports_of_invisible_characters_are_refused(text):
+    from custom.data.checks import check_report_text
+
+    with pytest.raises(DataError, match="expected a non-empty report, found only control or zero-width characters"):
+        check_report_text(text, "reports.csv row 3")
+    assert check_report_text(f"{text}Small nodule.", "r") == f"{text}Small nodule.".strip()
+
+
+def test_an_overlong_report_is_truncated_with_a_warning_that_counts(tmp_path, caplog, monkeypatch):
+    from custom.data.checks import read_report
+
+    path = tmp_path / "long.txt"
+    path.write_text("No effusion. " * 100_000, encoding="utf-8")  # 1.3 MB
+    monkeypatch.setenv("T3D_MAX_REPORT_CHARS", "5000")
+    with caplog.at_level("WARNING"):
+        report = read_report(str(path), str(tmp_path), "row")
+    assert len(report) <= 5000 and report.startswith("No effusion.")
+    assert f"{path}: report of 1300000 bytes truncated to the first 5000 characters" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert len(read_report("Nodule. " * 1000, str(tmp_path), "row 7")) == 5000
+    assert "row 7: report of 7999 characters truncated to the first 5000" in caplog.text
+
+
+def test_complex_voxels_are_refused_before_reading(tmp_path):
+    import torch
+
+    from custom.transforms.seg_checks import LoadImageCheckedd, check_image_tensor
+
+    path = str(tmp_path / "complex.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.complex64), np.eye(4)), path)
+    with pytest.raises(DataError, match=r"complex.nii.gz: expected real-valued voxels \(integer or float\), found "):
+        load_nifti_checked(path)
+    with pytest.raises(DataError, match="expected real-valued voxels"):
+        LoadImageCheckedd(keys="image", image_only=True)({"image": path})
+    with pytest.raises(DataError, match="t: expected real-valued voxels"):
+        check_image_tensor(torch.ones(1, 16, 16, 16, dtype=torch.complex64), "t")

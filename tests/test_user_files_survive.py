@@ -110,3 +110,39 @@ def test_pack_keeps_a_users_file_and_an_earlier_zip(tmp_path, capsys):
         in capsys.readouterr().out
     )
     assert (dist / "notes.txt").read_bytes() == USER_BYTES
+
+
+def test_pack_ships_an_allow_list_only(tmp_path, capsys):
+    """A ``credentials.json`` next to ``--weights dir/model.pt`` stays out of the zip (issue #31); the model files
+    the configs write there (``class_names.json``) ship, and ``--include`` ships a file explicitly."""
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    from t3d_tools.packaging.pack import main as pack_main
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8))
+    torch.save(network.state_dict(), run / "model.pt")
+    (run / "credentials.json").write_text('{"token": "secret"}')
+    (run / "class_names.json").write_text('["a", "b"]')
+    (run / "notes_for_users.txt").write_text("read me")
+    dist = tmp_path / "dist"
+    args = ["t3d_btcv_seg", "--weights", str(run / "model.pt"), "--dist", str(dist), "--overlay", "cpu_toy.json"]
+    assert pack_main(args) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == (
+        "left out (not in the bundle format; --include FILE to ship one): "
+        f"{run / 'credentials.json'}, {run / 'notes_for_users.txt'}"
+    )
+    (zip_path,) = dist.glob("*.zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        names = {n.split("/", 1)[1] for n in archive.namelist()}
+    assert "models/class_names.json" in names and "models/model.pt" in names
+    assert not any("credentials" in n or "notes_for_users" in n for n in names)
+    assert all(not n.startswith(("data/", "eval/", "runs/")) for n in names)
+    assert pack_main(args + ["--include", str(run / "notes_for_users.txt")]) == 0
+    with zipfile.ZipFile(zip_path) as archive:
+        names = {n.split("/", 1)[1] for n in archive.namelist()}
+    assert "models/notes_for_users.txt" in names and not any("credentials" in n for n in names)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import logging
 import os
+import unicodedata
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -22,7 +24,7 @@ __all__ = [
     "MIN_SPATIAL_VOXELS",
     "DEFAULT_MAX_VOXELS",
     "max_voxels_allowed",
-    "check_nifti_size",
+    "check_nifti_header",
     "load_nifti_checked",
     "check_affine",
     "check_volume_array",
@@ -34,6 +36,7 @@ __all__ = [
     "check_label_values",
     "check_channel_count",
     "glob_images",
+    "refuse_output_collisions",
     "normalise_patient_id",
     "given_patient_id",
     "patient_split_problems",
@@ -72,20 +75,24 @@ def max_voxels_allowed(max_voxels: int | None = None) -> int:
         raise DataError(f"T3D_MAX_VOXELS: expected a number of voxels, found {configured!r}") from None
 
 
-def check_nifti_size(path: str, max_voxels: int | None = None) -> None:
-    """Refuse, from the header alone and before any voxel is decoded, a NIfTI whose header implies more voxels than
-    the cap (:func:`max_voxels_allowed`) or more data than the file can hold (its size; a ``.nii.gz``: its size times
-    deflate's largest ratio). A 1.4 KB file whose header claims 2000^3 voxels would otherwise allocate gigabytes.
-    Other formats and unreadable headers pass (the reader reports those)."""
+def check_nifti_header(path: str, max_voxels: int | None = None) -> None:
+    """Refuse, from the header alone and before any voxel is decoded, a NIfTI whose voxels are not real numbers
+    (complex, RGB), or whose header implies more voxels than the cap (:func:`max_voxels_allowed`) or more data than
+    the file can hold (its size; a ``.nii.gz``: its size times deflate's largest ratio). A 1.4 KB file whose header
+    claims 2000^3 voxels would otherwise allocate gigabytes. Other formats and unreadable headers pass (the reader
+    reports those)."""
     if not path.lower().endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
         return
     try:
         image = nib.load(path)  # lazy: the header only
         shape = tuple(int(n) for n in image.header.get_data_shape())
-        itemsize = int(image.header.get_data_dtype().itemsize)
+        dtype = np.dtype(image.header.get_data_dtype())
+        itemsize = int(dtype.itemsize)
         offset = int(getattr(image.dataobj, "offset", 0))  # the image's header copy says 0; the proxy knows
     except Exception:  # noqa: BLE001 - an unreadable header is the reader's to report, with its reason
         return
+    if dtype.kind not in "biuf":  # complex, RGB (structured) voxels: no intensity a network or a label map can use
+        raise DataError(f"{path}: expected real-valued voxels (integer or float), found dtype {dtype}; not read")
     voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
     cap = max_voxels_allowed(max_voxels)
     if voxels > cap:
@@ -122,6 +129,8 @@ def check_volume_array(
             f"{source}: expected at least {min_voxels} voxels along every axis of a 3D volume, "
             f"found shape {tuple(array.shape)}"
         )
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{source}: expected real-valued voxels (integer or float), found dtype {array.dtype}")
     if not allow_nan and np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
@@ -132,9 +141,9 @@ def check_volume_array(
 def load_nifti_checked(
     path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS, max_voxels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI fully (so truncation is caught now, not mid-training) after :func:`check_nifti_size`, and check
+    """Load a NIfTI fully (so truncation is caught now, not mid-training) after :func:`check_nifti_header`, and check
     it (:func:`check_volume_array`); returns (array, affine)."""
-    check_nifti_size(path, max_voxels)
+    check_nifti_header(path, max_voxels)
     try:
         image = nib.load(path)
         array = np.asanyarray(image.dataobj)
@@ -154,8 +163,28 @@ def check_affine(affine: object, source: str) -> np.ndarray:
     return affine
 
 
-def check_report_text(report: object, source: str) -> str:
-    """A report must be a non-empty string (after stripping whitespace); returns it stripped."""
+#: the longest report kept (characters; ``T3D_MAX_REPORT_CHARS`` sets another): real reports are 100-300 words, a
+#: 20 MB "report" would be read, cleaned and tokenised whole
+DEFAULT_MAX_REPORT_CHARS = 20_000
+#: characters that print as nothing: control (Cc), format (Cf: zero-width space/joiners, BOM, direction marks)
+_INVISIBLE_CATEGORIES = ("Cc", "Cf")
+
+
+def max_report_chars(max_chars: int | None = None) -> int:
+    """``max_chars`` if given, else ``T3D_MAX_REPORT_CHARS``, else :data:`DEFAULT_MAX_REPORT_CHARS`."""
+    if max_chars is not None:
+        return int(max_chars)
+    configured = os.environ.get("T3D_MAX_REPORT_CHARS", "").strip()
+    try:
+        return int(configured) if configured else DEFAULT_MAX_REPORT_CHARS
+    except ValueError:
+        raise DataError(f"T3D_MAX_REPORT_CHARS: expected a number of characters, found {configured!r}") from None
+
+
+def check_report_text(report: object, source: str, max_chars: int | None = None) -> str:
+    """A report must be a string with visible text: not empty after stripping whitespace, control and zero-width
+    characters (a report of NULs tokenises to ``[CLS][SEP]``). Returns it stripped; a report longer than
+    :func:`max_report_chars` is truncated to it with a warning that gives the count."""
     if isinstance(report, bytes):
         try:
             report = report.decode("utf-8")
@@ -165,16 +194,32 @@ def check_report_text(report: object, source: str) -> str:
         raise DataError(f"{source}: expected report text, found {type(report).__name__}")
     if not report.strip():
         raise DataError(f"{source}: expected a non-empty report, found {'whitespace only' if report else 'nothing'}")
-    return report.strip()
+    visible = "".join(c for c in report if unicodedata.category(c) not in _INVISIBLE_CATEGORIES)
+    if not visible.strip():
+        raise DataError(
+            f"{source}: expected a non-empty report, found only control or zero-width characters "
+            f"({len(report)}, e.g. {report.strip()[:3]!r})"
+        )
+    report = report.strip()
+    limit = max_report_chars(max_chars)
+    if len(report) > limit:
+        logging.getLogger(__name__).warning(
+            f"{source}: report of {len(report)} characters truncated to the first {limit} (T3D_MAX_REPORT_CHARS)"
+        )
+        report = report[:limit]
+    return report
 
 
-def read_text_file(path: str) -> str:
-    """Read a report/text file strictly as UTF-8, naming the file and byte offset on failure."""
+def read_text_file(path: str, max_chars: int | None = None) -> str:
+    """Read a report/text file strictly as UTF-8, naming the file and byte offset on failure; with ``max_chars``
+    only the bytes that can hold that many characters (4 per character) are read."""
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read() if max_chars is None else f.read(4 * int(max_chars) + 4)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        if max_chars is not None and err.reason == "unexpected end of data" and err.start >= len(raw) - 4:
+            return raw[: err.start].decode("utf-8")  # the read stopped inside a character: not the file's fault
         raise DataError(f"{path}: expected UTF-8 text, found an invalid byte at offset {err.start}") from None
 
 
@@ -199,7 +244,14 @@ def read_report(report: object, base_dir: str, source: str) -> str:
         path = report if os.path.isabs(report) else os.path.join(base_dir, report)
         if not os.path.isfile(path):
             raise DataError(f"{source}: expected the report file {path}, found no file")
-        report = read_text_file(path)
+        limit = max_report_chars()
+        report = read_text_file(path, limit + 1)  # a 20 MB file is not read whole
+        if len(report) > limit:
+            logging.getLogger(__name__).warning(
+                f"{path}: report of {os.path.getsize(path)} bytes truncated to the first {limit} characters "
+                "(T3D_MAX_REPORT_CHARS)"
+            )
+            report = report[:limit]
         source = path
     return check_report_text(report, source)
 
@@ -249,6 +301,34 @@ def glob_images(pattern: str, config_key: str = "images") -> list[str]:
     if not paths:
         raise DataError(f"{config_key}: expected image files matching {pattern}, found none")
     return paths
+
+
+def _output_stem(path: str) -> str:
+    """The file name MONAI's ``SaveImage`` derives an output from: the base name without ``.gz`` and one more
+    extension (``patA/ct.nii.gz`` -> ``ct``)."""
+    name = os.path.basename(path)
+    stem, extension = os.path.splitext(name)
+    if extension == ".gz":
+        stem = os.path.splitext(stem)[0]
+    return stem
+
+
+def refuse_output_collisions(images: Sequence, postfix: str) -> bool:
+    """Refuse (one line naming both inputs) two inference inputs whose outputs would get one file name in the flat
+    output folder (``patA/ct.nii.gz`` and ``patB/ct.nii.gz`` both write ``ct_<postfix>.nii.gz``: the second would
+    silently overwrite the first). A row of several files (one per channel) is named by its first, as MONAI's writer
+    names it. True otherwise (a config ``initialize`` item)."""
+    first_of: dict[str, str] = {}
+    for image in images:
+        path = str(image[0] if isinstance(image, (list, tuple)) and image else image)
+        output = f"{_output_stem(path)}_{postfix}"
+        if output in first_of and os.path.abspath(first_of[output]) != os.path.abspath(path):
+            raise DataError(
+                f"{first_of[output]} and {path}: expected inputs whose outputs have distinct names, found both "
+                f"writing {output}.* to the one output folder; rename one, or run them with separate --output_dir"
+            )
+        first_of.setdefault(output, path)
+    return True
 
 
 def normalise_patient_id(value: object) -> str:

@@ -21,6 +21,7 @@ import traceback
 from types import TracebackType
 
 from custom.data.checks import DataError
+from custom.handlers.checkpointing import RunFolderError
 from custom.handlers.finite_loss import NonFiniteLossError
 from custom.runtime.overrides import UnknownOverrideError
 from custom.weights.checkpoint import CheckpointLoadError
@@ -35,6 +36,7 @@ ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointLoadError,
     WeightTransferError,
     UnknownOverrideError,
+    RunFolderError,
 )
 
 

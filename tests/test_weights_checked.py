@@ -3,6 +3,8 @@ the first bad tensor, wherever it is loaded (inference's CheckpointLoader, a pre
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from monai.networks.nets import BasicUNet
@@ -77,3 +79,62 @@ def test_pack_refuses_nan_weights(tmp_path, capsys):
         f"{_network().state_dict()[first].numel()} values in tensor '{first}' (and 1 more tensor(s))"
     )
     assert not dist.exists() or not any(p.suffix == ".zip" for p in dist.iterdir())
+
+
+def test_a_failed_save_keeps_the_earlier_checkpoint_and_names_the_file(tmp_path, monkeypatch):
+    """Disk full mid-save: torch says ``basic_ios::clear``; the one-line error names the file, the earlier
+    ``model.pt`` is still whole and no temporary file is left."""
+    from custom.weights import checkpoint
+    from custom.weights.checkpoint import CheckpointSaveError, atomic_save
+
+    path = tmp_path / "model.pt"
+    atomic_save({"w": torch.ones(3)}, str(path))
+    before = path.read_bytes()
+
+    def full_disk(obj, target):
+        with open(target, "wb") as f:
+            f.write(b"PK\x03\x04 half")
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(CheckpointSaveError) as caught:
+        atomic_save({"w": torch.zeros(3)}, str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: expected to save the checkpoint, found RuntimeError: basic_ios::clear")
+    assert message.endswith("bytes free on its disk; the earlier file is kept)") and "\n" not in message
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_the_error_hook_ends_a_read_only_folder_in_one_line(capsys):
+    from custom.runtime.errors import one_line_message
+
+    try:
+        try:
+            raise PermissionError(13, "Permission denied", "/data/out/models")
+        except PermissionError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression ...") from inner
+    except RuntimeError as outer:
+        assert (
+            one_line_message(outer) == "/data/out/models: expected a writable file or folder, found Permission denied"
+        )
+    assert one_line_message(FileNotFoundError(2, "No such file", "/x")) is None  # not this rule's
+
+
+def test_a_damaged_text_encoder_is_one_line(tmp_path, offline_text_encoder):
+    import shutil
+
+    from custom.networks.text_encoder import HFTextEncoder, TextEncoderLoadError
+    from custom.runtime.errors import ONE_LINE_ERRORS
+
+    damaged = tmp_path / "encoder"
+    shutil.copytree(offline_text_encoder, damaged)
+    (weights,) = [p for p in damaged.iterdir() if p.suffix in (".safetensors", ".bin")]
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(TextEncoderLoadError) as caught:
+        HFTextEncoder(str(damaged))
+    assert str(caught.value).startswith(
+        f"text_encoder_name '{damaged}': expected a loadable tokenizer and model, found"
+    )
+    assert "\n" not in str(caught.value) and isinstance(caught.value, ONE_LINE_ERRORS)
+    with pytest.raises(TextEncoderLoadError, match="hub id already in the local Hugging Face cache"):
+        HFTextEncoder("no-such-org/no-such-model-31")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 import zipfile
 
@@ -22,6 +23,7 @@ from torch import nn
 __all__ = [
     "CheckpointLoadError",
     "NonFiniteWeightsError",
+    "CheckpointSaveError",
     "first_non_finite_tensor",
     "load_failure_reason",
     "load_weights_only",
@@ -93,6 +95,11 @@ def first_non_finite_tensor(checkpoint: object) -> tuple[str, int, int, int] | N
             else:
                 others += 1
     return None if found is None else (*found, others)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint that could not be written (disk full, ``ulimit -f``, a read-only folder); the earlier file of that
+    name is kept whole. One line naming the file."""
 
 
 def _first_sentence(line: str) -> str:
@@ -208,6 +215,17 @@ def atomic_save(obj: object, path: str) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch says "basic_ios::clear" / "file write failed" for a full disk
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = getattr(err, "strerror", None) or (lines[0] if lines else type(err).__name__)
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        kept = "the earlier file is kept" if os.path.exists(path) else "no file written"
+        raise CheckpointSaveError(
+            f"{path}: expected to save the checkpoint, found {type(err).__name__}: {reason} ({free} bytes free on its "
+            f"disk; {kept})"
+        ) from err
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

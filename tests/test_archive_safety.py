@@ -158,12 +158,30 @@ def test_prepare_validates_every_zip_first_and_replaces_only_its_own_bundle(tmp_
     )
     assert folder_tree(tmp_path) == before
 
-    # a new version replaces <model>/good_bundle only (a file it no longer has is gone); siblings stay
+    # a new version is refused onto the existing <model>/good_bundle; with --overwrite it replaces it, the earlier
+    # folder moved (never deleted) to <model>/.previous/ and named; siblings stay
     updated = _zip(tmp_path / "good_v2.zip", [("good_bundle/configs/metadata.json", '{"version": "0.2.0"}')])
+    earlier = {k: v for k, v in folder_tree(tmp_path / "apps").items() if k.startswith("t3d/model/good_bundle/")}
     siblings = {k: v for k, v in folder_tree(tmp_path / "apps").items() if not k.startswith("t3d/model/good_bundle")}
-    assert prepare_main(["--app_dir", str(app), "--bundle", updated]) == 0
+    before = folder_tree(tmp_path)
+    assert prepare_main(["--app_dir", str(app), "--bundle", updated]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {app / 'model' / 'good_bundle'}: expected an absent or empty folder to unpack {updated} into, found 2 "
+        f"file(s) (configs/metadata.json, models/model.pt); pass --overwrite to move it aside to "
+        f"{app / 'model' / '.previous'}/"
+    )
+    assert folder_tree(tmp_path) == before
+    assert prepare_main(["--app_dir", str(app), "--bundle", updated, "--overwrite"]) == 0
+    (aside,) = os.listdir(app / "model" / ".previous")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"moved the earlier {app / 'model' / 'good_bundle'} to {app / 'model' / '.previous' / aside}"
+    )
     after = folder_tree(tmp_path / "apps")
-    assert {k: v for k, v in after.items() if not k.startswith("t3d/model/good_bundle")} == siblings
+    moved = f"t3d/model/.previous/{aside}/"
+    assert {k.replace(moved, "t3d/model/good_bundle/"): v for k, v in after.items() if k.startswith(moved)} == earlier
+    assert {
+        k: v for k, v in after.items() if not k.startswith(("t3d/model/good_bundle", "t3d/model/.previous"))
+    } == siblings
     assert sorted(k for k in after if k.startswith("t3d/model/good_bundle")) == [
         "t3d/model/good_bundle",
         "t3d/model/good_bundle/configs",
@@ -208,12 +226,12 @@ def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_
     good = _zip(tmp_path / "good.zip", _BUNDLE_FILES)
     assert (
         download_main(
-            ["--name", "other_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles), "--no_progress"]
+            ["--name", "third_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles), "--no_progress"]
         )
         == 2
     )
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"error: file://{good}: expected the bundle folder 'other_bundle', found 'good_bundle' "
+        f"error: file://{good}: expected the bundle folder 'third_bundle', found 'good_bundle' "
         "(member 'good_bundle/configs/metadata.json')"
     )
     missing = tmp_path / "nowhere.zip"
@@ -229,14 +247,25 @@ def test_download_wrapper_validates_first_leaves_nothing_and_a_retry_is_refused_
     )
     assert folder_tree(tmp_path / "a") == before
 
-    # a good zip: unpacked to <bundle_dir>/<name>, no temporary folder or zip left; again: replaced, exit 0
-    for _ in range(2):
+    # a good zip: unpacked to <bundle_dir>/<name>, no temporary folder or zip left; again with --overwrite: the
+    # earlier copy is moved to .previous/ (and removed here only to compare the rest)
+    for again in (False, True):
         assert (
             download_main(
                 ["--name", "good_bundle", "--url", f"file://{good}", "--bundle_dir", str(bundles), "--no_progress"]
+                + ["--overwrite"] * again
             )
             == 0
         )
+        if again:
+            (aside,) = os.listdir(bundles / ".previous")
+            assert f"moved the earlier {bundles / 'good_bundle'} to {bundles / '.previous' / aside}\n" in (
+                capsys.readouterr().out
+            )
+            assert folder_tree(bundles / ".previous" / aside) == folder_tree(bundles / "good_bundle")
+            import shutil
+
+            shutil.rmtree(bundles / ".previous")
         assert folder_tree(tmp_path / "a") == {
             **before,
             "bundles/good_bundle": "<dir>",

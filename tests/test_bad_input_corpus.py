@@ -867,6 +867,166 @@ KINDS: dict[str, Kind] = {
     "empty_inference_folder": Kind(_empty_inference_folder, (SEG_INFER,), "no image to run on"),
 }
 
+
+# ---------------------------------------------------------------------------------------------- issue #31 kinds
+def _existing_bundle_folder(case: Case) -> None:
+    """The user's own file where the bundle would be unpacked: refused (no --overwrite), nothing touched."""
+    parent = (
+        os.path.join(case.out, "bundles") if case.entry == DOWNLOAD else os.path.join(case.out, "apps", "t3d", "model")
+    )
+    target = os.path.join(parent, "good_bundle")
+    _write(os.path.join(target, "models", "model_finetuned_on_my_data.pt"), b"weeks of fine-tuning")
+    case.expect = (target, "--overwrite")
+
+
+def _zip_bomb(case: Case) -> None:
+    path = case.file("bomb.zip")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("good_bundle/configs/metadata.json", "{}")
+        archive.writestr("good_bundle/models/model.pt", bytes(64 * 2**20))  # 64 MiB of zeros: ~64 KiB packed
+    case.archive, case.expect = path, (path, "compression ratio")
+
+
+def _many_members(case: Case) -> None:
+    path = case.file("many.zip")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(10_001):
+            archive.writestr(zipfile.ZipInfo(f"good_bundle/f{index}.txt", date_time=(1980, 1, 1, 0, 0, 0)), "")
+    case.archive, case.expect = path, (path, "members")
+
+
+def _header_claims_huge(case: Case, path: str) -> None:
+    """A ~1 KB .nii.gz whose header claims 2000^3 float32 voxels (32 GB)."""
+    import gzip
+
+    _, affine = _float_image(case)
+    header = nib.Nifti1Header()
+    header.set_data_shape((2000, 2000, 2000))
+    header.set_data_dtype(np.float32)
+    header.set_sform(np.asarray(affine, dtype=np.float64), code=1)
+    with gzip.open(path, "wb") as f:
+        f.write(header.binaryblock + b"\x00" * 4 + b"\x01" * 100)
+
+
+def _complex_voxels(case: Case, path: str) -> None:
+    array, affine = _float_image(case)
+    _nifti(path, array.astype(np.complex64), affine)
+
+
+def _nan_weights(case: Case, path: str) -> None:
+    import torch
+
+    state = torch.load(case.toys.seg_weights, weights_only=True)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first].fill_(float("nan"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(state, path)
+
+
+def _alias_case_whitespace_leak(case: Case) -> None:
+    """One patient under ``PatientID`` in validation and ``patient_id`` in training, differing in case and spaces."""
+    case.datalist["validation"][0].pop("patient_id", None)
+    case.datalist["validation"][0]["PatientID"] = " SHARED-PATIENT "
+    case.datalist["training"][0]["patient_id"] = "shared-patient"
+    case.expect = (case.datalist_path, "shared-patient")
+
+
+def _malformed_row(case: Case) -> None:
+    case.datalist["validation"].append(42)
+    case.expect = (case.datalist_path, "42")
+
+
+def _repeated_study(case: Case) -> None:
+    case.datalist["training"] = case.datalist["training"][:1] * 8 + case.datalist["training"][1:]
+    case.expect = (case.datalist_path, "expected once in 'training'")
+
+
+def _zero_width_report(case: Case) -> None:
+    if case.entry == CURATION:
+        case.csv_text = (
+            b"path,Report_en\n"
+            + "".join(f"{r['image']},\u200b\u200d\ufeff\n" for r in case.toys.pairs["training"][:4]).encode()
+        )
+        case.expect = (case.file("reports.csv"),)
+        return
+    case.datalist["training"][0]["report"] = "\x00\u200b\u200c\x00"
+    case.expect = (case.datalist_path, "zero-width")
+
+
+def _same_name_inputs(case: Case) -> None:
+    """``patA/ct.nii.gz`` and ``patB/ct.nii.gz``: both would write ``ct_seg.nii.gz``."""
+    paths = []
+    for patient in ("patA", "patB"):
+        path = case.file(os.path.join(patient, "ct.nii.gz"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copyfile(case.toys.btcv["validation"][0]["image"], path)
+        paths.append(path)
+    case.images = []
+    case.overrides["images"] = json.dumps(paths)
+    case.expect = tuple(paths)
+
+
+def _seg_channel_count(case: Case) -> None:
+    """A 2-channel 4D image checked for a 1-channel segmentation bundle (``--in_channels 1``)."""
+    array, affine = _float_image(case)
+    path = _nifti(case.file("two_channels.nii.gz"), np.stack([array, array], axis=-1), affine)
+    case.datalist["training"][0]["image"] = path
+    case.args += ["--in_channels", "1"]
+    case.expect = (path, "--in_channels")
+
+
+def _bad_override_value(case: Case) -> None:
+    key = "overlap" if case.entry == SEG_INFER else "max_epochs"
+    case.overrides[key] = "half" if case.entry == SEG_INFER else "one"
+    case.expect = (f"--{key}",)
+
+
+def _wrong_length_override(case: Case) -> None:
+    case.overrides["roi_size"] = "[32,32]"
+    case.expect = ("--roi_size",)
+
+
+def _nested_override_typo(case: Case) -> None:
+    case.overrides["train#trainer#epoch_lenght"] = "2"
+    case.expect = ("--train#trainer#epoch_lenght", "epoch_length")
+
+
+KINDS.update(
+    {
+        "existing_bundle_folder": Kind(
+            _existing_bundle_folder, _ARCHIVE_ENTRIES, "the user's file in the folder the bundle would replace"
+        ),
+        "archive_zip_bomb": Kind(_zip_bomb, _ARCHIVE_ENTRIES, "a 64 KiB member unpacking to 64 MiB"),
+        "archive_many_members": Kind(_many_members, _ARCHIVE_ENTRIES, "a zip of 10,001 members"),
+        "nifti_header_claims_huge": Kind(
+            _image_kind(_header_claims_huge), _VOLUME_ENTRIES + (CURATION,), "a 1 KB file whose header claims 2000^3"
+        ),
+        "complex_voxels": Kind(_image_kind(_complex_voxels), _VOLUME_ENTRIES + (CURATION,), "complex64 voxels"),
+        "checkpoint_nan_weights": Kind(_checkpoint_kind(_nan_weights), _WEIGHT_ENTRIES, "weights holding NaN"),
+        "patient_alias_leak": Kind(
+            _alias_case_whitespace_leak,
+            DATALIST_ENTRIES,
+            "one patient as PatientID ' SHARED-PATIENT ' and 'shared-patient'",
+        ),
+        "malformed_row": Kind(_malformed_row, DATALIST_ENTRIES, "a row that is the number 42"),
+        "repeated_study": Kind(_repeated_study, DATALIST_ENTRIES, "one study repeated 8x in training"),
+        "zero_width_report": Kind(
+            _zero_width_report, (PRETRAIN, INTEGRITY, CURATION), "a report of NUL and zero-width characters"
+        ),
+        "same_name_inference_inputs": Kind(_same_name_inputs, (SEG_INFER,), "patA/ct.nii.gz and patB/ct.nii.gz"),
+        "integrity_channel_count": Kind(
+            _seg_channel_count, (INTEGRITY,), "a 2-channel image with --in_channels 1", "seg"
+        ),
+        "override_bad_value": Kind(_bad_override_value, BUNDLE_ENTRIES, "--max_epochs one (inference: --overlap half)"),
+        "override_wrong_length": Kind(_wrong_length_override, (SEG_TRAIN, SEG_INFER), "--roi_size [32,32] for 3D"),
+        "nested_override_typo": Kind(
+            _nested_override_typo, (PRETRAIN, SEG_TRAIN, CLS_TRAIN), "--train#trainer#epoch_lenght 2"
+        ),
+    }
+)
+
 CASES = [(kind, entry) for kind, spec in KINDS.items() for entry in spec.entries]
 
 #: a few cases also run as true subprocesses (the interpreter's own exit path, the installed console scripts)

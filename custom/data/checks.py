@@ -9,7 +9,9 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import logging
 import os
+import unicodedata
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,6 +22,9 @@ import numpy as np
 __all__ = [
     "DataError",
     "MIN_SPATIAL_VOXELS",
+    "DEFAULT_MAX_VOXELS",
+    "max_voxels_allowed",
+    "check_nifti_header",
     "load_nifti_checked",
     "check_affine",
     "check_volume_array",
@@ -31,7 +36,12 @@ __all__ = [
     "check_label_values",
     "check_channel_count",
     "glob_images",
+    "refuse_output_collisions",
+    "normalise_patient_id",
+    "given_patient_id",
     "patient_split_problems",
+    "study_of",
+    "duplicate_study_problems",
     "refuse_patient_leakage",
 ]
 
@@ -41,8 +51,64 @@ __all__ = [
 MIN_SPATIAL_VOXELS = 8
 
 
+#: the most voxels any loader decodes (a 512 x 512 x 2000 CT is 5.2e8); the environment variable ``T3D_MAX_VOXELS``
+#: (or a loader's ``max_voxels`` argument, the integrity checker's ``--max_voxels``) sets another cap
+DEFAULT_MAX_VOXELS = 2**30
+#: deflate never packs more than ~1032 bytes into one: a .nii.gz cannot hold more voxel data than this times its size
+_DEFLATE_MAX_RATIO = 1032
+
+
 class DataError(ValueError):
     """A problem with input data; the message is one line naming the source, the expectation and the finding."""
+
+
+def max_voxels_allowed(max_voxels: int | None = None) -> int:
+    """``max_voxels`` if given, else ``T3D_MAX_VOXELS`` from the environment, else :data:`DEFAULT_MAX_VOXELS`."""
+    if max_voxels is not None:
+        return int(max_voxels)
+    configured = os.environ.get("T3D_MAX_VOXELS", "").strip()
+    if not configured:
+        return DEFAULT_MAX_VOXELS
+    try:
+        return int(float(configured))
+    except ValueError:
+        raise DataError(f"T3D_MAX_VOXELS: expected a number of voxels, found {configured!r}") from None
+
+
+def check_nifti_header(path: str, max_voxels: int | None = None) -> None:
+    """Refuse, from the header alone and before any voxel is decoded, a NIfTI whose voxels are not real numbers
+    (complex, RGB), or whose header implies more voxels than the cap (:func:`max_voxels_allowed`) or more data than
+    the file can hold (its size; a ``.nii.gz``: its size times deflate's largest ratio). A 1.4 KB file whose header
+    claims 2000^3 voxels would otherwise allocate gigabytes. Other formats and unreadable headers pass (the reader
+    reports those)."""
+    if not path.lower().endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+        return
+    try:
+        image = nib.load(path)  # lazy: the header only
+        shape = tuple(int(n) for n in image.header.get_data_shape())
+        dtype = np.dtype(image.header.get_data_dtype())
+        itemsize = int(dtype.itemsize)
+        offset = int(getattr(image.dataobj, "offset", 0))  # the image's header copy says 0; the proxy knows
+    except Exception:  # noqa: BLE001 - an unreadable header is the reader's to report, with its reason
+        return
+    if dtype.kind not in "biuf":  # complex, RGB (structured) voxels: no intensity a network or a label map can use
+        raise DataError(f"{path}: expected real-valued voxels (integer or float), found dtype {dtype}; not read")
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    cap = max_voxels_allowed(max_voxels)
+    if voxels > cap:
+        raise DataError(
+            f"{path}: expected at most {cap} voxels (T3D_MAX_VOXELS), found a header claiming shape {shape} "
+            f"({voxels} voxels); not read"
+        )
+    implied, size = offset + voxels * itemsize, os.path.getsize(path)
+    compressed = path.lower().endswith(".gz")
+    holds = size * _DEFLATE_MAX_RATIO if compressed else size
+    if implied > holds:
+        can = f"at most {holds} bytes unpacked from its {size}" if compressed else f"{size}"
+        raise DataError(
+            f"{path}: expected {implied} bytes of NIfTI data for the header's shape {shape}, found a file that can "
+            f"hold {can} bytes (a truncated file, or a header claiming more than the file holds); not read"
+        )
 
 
 def check_volume_array(
@@ -63,6 +129,8 @@ def check_volume_array(
             f"{source}: expected at least {min_voxels} voxels along every axis of a 3D volume, "
             f"found shape {tuple(array.shape)}"
         )
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{source}: expected real-valued voxels (integer or float), found dtype {array.dtype}")
     if not allow_nan and np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
@@ -71,10 +139,11 @@ def check_volume_array(
 
 
 def load_nifti_checked(
-    path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS
+    path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS, max_voxels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI fully (so truncation is caught now, not mid-training) and check it (:func:`check_volume_array`);
-    returns (array, affine)."""
+    """Load a NIfTI fully (so truncation is caught now, not mid-training) after :func:`check_nifti_header`, and check
+    it (:func:`check_volume_array`); returns (array, affine)."""
+    check_nifti_header(path, max_voxels)
     try:
         image = nib.load(path)
         array = np.asanyarray(image.dataobj)
@@ -94,8 +163,28 @@ def check_affine(affine: object, source: str) -> np.ndarray:
     return affine
 
 
-def check_report_text(report: object, source: str) -> str:
-    """A report must be a non-empty string (after stripping whitespace); returns it stripped."""
+#: the longest report kept (characters; ``T3D_MAX_REPORT_CHARS`` sets another): real reports are 100-300 words, a
+#: 20 MB "report" would be read, cleaned and tokenised whole
+DEFAULT_MAX_REPORT_CHARS = 20_000
+#: characters that print as nothing: control (Cc), format (Cf: zero-width space/joiners, BOM, direction marks)
+_INVISIBLE_CATEGORIES = ("Cc", "Cf")
+
+
+def max_report_chars(max_chars: int | None = None) -> int:
+    """``max_chars`` if given, else ``T3D_MAX_REPORT_CHARS``, else :data:`DEFAULT_MAX_REPORT_CHARS`."""
+    if max_chars is not None:
+        return int(max_chars)
+    configured = os.environ.get("T3D_MAX_REPORT_CHARS", "").strip()
+    try:
+        return int(configured) if configured else DEFAULT_MAX_REPORT_CHARS
+    except ValueError:
+        raise DataError(f"T3D_MAX_REPORT_CHARS: expected a number of characters, found {configured!r}") from None
+
+
+def check_report_text(report: object, source: str, max_chars: int | None = None) -> str:
+    """A report must be a string with visible text: not empty after stripping whitespace, control and zero-width
+    characters (a report of NULs tokenises to ``[CLS][SEP]``). Returns it stripped; a report longer than
+    :func:`max_report_chars` is truncated to it with a warning that gives the count."""
     if isinstance(report, bytes):
         try:
             report = report.decode("utf-8")
@@ -105,16 +194,32 @@ def check_report_text(report: object, source: str) -> str:
         raise DataError(f"{source}: expected report text, found {type(report).__name__}")
     if not report.strip():
         raise DataError(f"{source}: expected a non-empty report, found {'whitespace only' if report else 'nothing'}")
-    return report.strip()
+    visible = "".join(c for c in report if unicodedata.category(c) not in _INVISIBLE_CATEGORIES)
+    if not visible.strip():
+        raise DataError(
+            f"{source}: expected a non-empty report, found only control or zero-width characters "
+            f"({len(report)}, e.g. {report.strip()[:3]!r})"
+        )
+    report = report.strip()
+    limit = max_report_chars(max_chars)
+    if len(report) > limit:
+        logging.getLogger(__name__).warning(
+            f"{source}: report of {len(report)} characters truncated to the first {limit} (T3D_MAX_REPORT_CHARS)"
+        )
+        report = report[:limit]
+    return report
 
 
-def read_text_file(path: str) -> str:
-    """Read a report/text file strictly as UTF-8, naming the file and byte offset on failure."""
+def read_text_file(path: str, max_chars: int | None = None) -> str:
+    """Read a report/text file strictly as UTF-8, naming the file and byte offset on failure; with ``max_chars``
+    only the bytes that can hold that many characters (4 per character) are read."""
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read() if max_chars is None else f.read(4 * int(max_chars) + 4)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        if max_chars is not None and err.reason == "unexpected end of data" and err.start >= len(raw) - 4:
+            return raw[: err.start].decode("utf-8")  # the read stopped inside a character: not the file's fault
         raise DataError(f"{path}: expected UTF-8 text, found an invalid byte at offset {err.start}") from None
 
 
@@ -139,7 +244,14 @@ def read_report(report: object, base_dir: str, source: str) -> str:
         path = report if os.path.isabs(report) else os.path.join(base_dir, report)
         if not os.path.isfile(path):
             raise DataError(f"{source}: expected the report file {path}, found no file")
-        report = read_text_file(path)
+        limit = max_report_chars()
+        report = read_text_file(path, limit + 1)  # a 20 MB file is not read whole
+        if len(report) > limit:
+            logging.getLogger(__name__).warning(
+                f"{path}: report of {os.path.getsize(path)} bytes truncated to the first {limit} characters "
+                "(T3D_MAX_REPORT_CHARS)"
+            )
+            report = report[:limit]
         source = path
     return check_report_text(report, source)
 
@@ -191,28 +303,119 @@ def glob_images(pattern: str, config_key: str = "images") -> list[str]:
     return paths
 
 
+def _output_stem(path: str) -> str:
+    """The file name MONAI's ``SaveImage`` derives an output from: the base name without ``.gz`` and one more
+    extension (``patA/ct.nii.gz`` -> ``ct``)."""
+    name = os.path.basename(path)
+    stem, extension = os.path.splitext(name)
+    if extension == ".gz":
+        stem = os.path.splitext(stem)[0]
+    return stem
+
+
+def refuse_output_collisions(images: Sequence, postfix: str) -> bool:
+    """Refuse (one line naming both inputs) two inference inputs whose outputs would get one file name in the flat
+    output folder (``patA/ct.nii.gz`` and ``patB/ct.nii.gz`` both write ``ct_<postfix>.nii.gz``: the second would
+    silently overwrite the first). A row of several files (one per channel) is named by its first, as MONAI's writer
+    names it. True otherwise (a config ``initialize`` item)."""
+    first_of: dict[str, str] = {}
+    for image in images:
+        path = str(image[0] if isinstance(image, (list, tuple)) and image else image)
+        output = f"{_output_stem(path)}_{postfix}"
+        if output in first_of and os.path.abspath(first_of[output]) != os.path.abspath(path):
+            raise DataError(
+                f"{first_of[output]} and {path}: expected inputs whose outputs have distinct names, found both "
+                f"writing {output}.* to the one output folder; rename one, or run them with separate --output_dir"
+            )
+        first_of.setdefault(output, path)
+    return True
+
+
+def normalise_patient_id(value: object) -> str:
+    """The form two patient ids are compared in: whitespace collapsed and trimmed, case folded (``"ID "``, ``"id"``
+    and ``"Id"`` are one patient). Every leakage check compares ids through this one function."""
+    return " ".join(str(value).split()).casefold()
+
+
+def _is_patient_key(key: object) -> bool:
+    return isinstance(key, str) and key.replace("_", "").replace("-", "").casefold() == "patientid"
+
+
+def given_patient_id(row: Mapping, patient_key: str = "patient_id") -> str | None:
+    """The patient id a row states, trimmed: its ``patient_key``, else any alias of it the readers accept
+    (``PatientID``, ``patientId``, ``Patient_ID``, ...); None when it states none (or only blanks)."""
+    keys = [patient_key] + [k for k in row if k != patient_key and _is_patient_key(k)]
+    for key in keys:
+        value = row.get(key)
+        if value is not None and str(value).strip():
+            return " ".join(str(value).split())
+    return None
+
+
 def patient_split_problems(splits: Mapping[str, Sequence[dict]], patient_key: str = "patient_id") -> list[str]:
-    """One line per patient whose rows sit in more than one split (rows without ``patient_key`` are skipped).
+    """One line per patient whose rows sit in more than one split (rows stating no patient id are skipped; ids are
+    compared by :func:`normalise_patient_id`, under ``patient_key`` or any alias of it).
 
     The single definition of patient leakage: the integrity checker reports these lines, every training bundle
     refuses to start on them (:func:`refuse_patient_leakage`)."""
     splits_of_patient: dict[str, set[str]] = defaultdict(set)
+    shown: dict[str, set[str]] = defaultdict(set)
     for split, rows in splits.items():
         for row in rows:
-            if isinstance(row, Mapping) and row.get(patient_key) is not None:
-                splits_of_patient[str(row[patient_key])].add(split)
+            given = given_patient_id(row, patient_key) if isinstance(row, Mapping) else None
+            if given is not None:
+                splits_of_patient[normalise_patient_id(given)].add(split)
+                shown[normalise_patient_id(given)].add(given)
     return [
-        f"{patient_key} {patient}: expected in one split, found in {sorted(found)}"
+        f"{patient_key} {' / '.join(repr(v) for v in sorted(shown[patient]))}: expected in one split, found in "
+        f"{sorted(found)}"
+        if len(shown[patient]) > 1
+        else f"{patient_key} {next(iter(shown[patient]))}: expected in one split, found in {sorted(found)}"
         for patient, found in sorted(splits_of_patient.items())
         if len(found) > 1
     ]
 
 
+def study_of(row: Mapping) -> str | None:
+    """What a row's study is: its (first) image file, else its ``study_id``; None for neither. (The image, not
+    ``study_id``: readers derive ``study_id`` from the file name, which repeats across ``<patient>/ct.nii.gz``.)"""
+    image = row.get("image")
+    image = image[0] if isinstance(image, (list, tuple)) and image else image
+    if isinstance(image, str) and image:
+        return f"image {os.path.normpath(image)}"
+    if row.get("study_id") is not None and str(row["study_id"]).strip():
+        return f"study_id {' '.join(str(row['study_id']).split())}"
+    return None
+
+
+def duplicate_study_problems(splits: Mapping[str, Sequence[dict]]) -> list[str]:
+    """One line per study (:func:`study_of`) that appears in more than one row of one split (a study repeated 8x in
+    training is weighted 8x and, across validation rows, counted 8x)."""
+    problems = []
+    for split, rows in splits.items():
+        rows_of: dict[str, list[int]] = defaultdict(list)
+        for index, row in enumerate(rows):
+            study = study_of(row) if isinstance(row, Mapping) else None
+            if study is not None:
+                rows_of[study].append(index)
+        problems += [
+            f"{study}: expected once in '{split}', found in {len(indices)} rows (#{', #'.join(map(str, indices[:5]))})"
+            for study, indices in rows_of.items()
+            if len(indices) > 1
+        ]
+    return problems
+
+
 def refuse_patient_leakage(splits: Mapping[str, Sequence[dict]], source: str, patient_key: str = "patient_id") -> bool:
     """Raise :class:`DataError` naming ``source`` and the first leaked patient when a patient is in two splits
-    (validation scores of a model that trained on the same patient are not held-out); True otherwise."""
+    (validation scores of a model that trained on the same patient are not held-out), or the first study repeated
+    within one split; True otherwise."""
     problems = patient_split_problems(splits, patient_key)
     if problems:
         more = f" (and {len(problems) - 1} more patients)" if len(problems) > 1 else ""
         raise DataError(f"{source}: {problems[0]}{more}; a patient's studies must all be in one split")
+    duplicates = duplicate_study_problems(splits)
+    if duplicates:
+        more = f" (and {len(duplicates) - 1} more)" if len(duplicates) > 1 else ""
+        raise DataError(f"{source}: {duplicates[0]}{more}; each study must be one row")
     return True

@@ -21,7 +21,7 @@ import csv
 import io
 import os
 
-from custom.data.checks import DataError, read_json_object, read_text_file
+from custom.data.checks import DataError, given_patient_id, read_json_object, read_text_file
 
 __all__ = [
     "CSV_IMAGE_COLUMN",
@@ -37,7 +37,6 @@ __all__ = [
 
 CSV_IMAGE_COLUMN = "path"
 CSV_REPORT_COLUMN = "Report_en"
-_CSV_PATIENT_COLUMNS = ("patient_id", "PatientID")
 
 
 def row_location(datalist: str, split: str, index: int) -> str:
@@ -46,14 +45,16 @@ def row_location(datalist: str, split: str, index: int) -> str:
 
 
 def patient_id_of(row: dict | str, patient_key: str = "patient_id") -> str:
-    """The one rule for who a row's patient is: its ``patient_key`` when given and non-empty, else the file name of
+    """The one rule for who a row's patient is: its ``patient_key`` (or an alias such as ``PatientID``:
+    :func:`custom.data.checks.given_patient_id`, whitespace trimmed) when given and non-empty, else the file name of
     its (first) image up to the first dot (``img0001.nii.gz`` -> ``img0001``). Rows whose files share a name in
-    different folders (``<patient>/ct.nii.gz``) must therefore carry a ``patient_id``."""
+    different folders (``<patient>/ct.nii.gz``) must therefore carry a ``patient_id``. Two ids are compared with
+    :func:`custom.data.checks.normalise_patient_id` (case and whitespace ignored)."""
     if isinstance(row, str):
         row = {"image": row}
-    given = row.get(patient_key)
-    if given is not None and str(given).strip():
-        return str(given)
+    given = given_patient_id(row, patient_key)
+    if given is not None:
+        return given
     image = row.get("image")
     image = image[0] if isinstance(image, (list, tuple)) and image else image
     return os.path.basename(str(image)).split(".")[0]
@@ -81,8 +82,7 @@ def read_csv_datalist(path: str) -> dict[str, list[dict]]:
     splits: dict[str, list[dict]] = {}
     for line in reader:
         row = {"image": line[CSV_IMAGE_COLUMN], "report": line[CSV_REPORT_COLUMN]}
-        patient = next((line[c] for c in _CSV_PATIENT_COLUMNS if line.get(c)), None)
-        row["patient_id"] = patient if patient else patient_id_of(row)
+        row["patient_id"] = patient_id_of({**row, **{k: v for k, v in line.items() if k is not None}})
         row["study_id"] = line.get("study_id") or os.path.basename(row["image"]).split(".")[0]
         splits.setdefault(line["split"] if "split" in columns else "training", []).append(row)
     return splits

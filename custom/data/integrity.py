@@ -19,8 +19,16 @@ Checks, each problem reported as one line ``<datalist> [<split> #<row>] <file or
 - pairs: the report is non-empty UTF-8 text (inline, or a ``.txt`` file path);
 - pairs and classification: ``label_vector`` / ``label`` has one 0/1 entry per class of ``finding_names`` /
   ``class_names``;
-- no patient (``patient_id``, else the image's file name: :func:`custom.data.datalist.patient_id_of`) and no image
-  file in two splits.
+- no patient (``patient_id`` or an alias such as ``PatientID``, else the image's file name:
+  :func:`custom.data.datalist.patient_id_of`; compared ignoring case and whitespace) and no image file in two splits;
+  no study (image file) twice within one split;
+- with ``--in_channels N``: every image has N channels (one file per channel, or a 4D file's last axis);
+- no file is read whose header implies more voxels than ``--max_voxels`` (default ``T3D_MAX_VOXELS`` or 2^30) or
+  more data than the file can hold.
+
+A malformed row (not an object, no ``image``) is a problem line; it never makes the checker skip its split. Every
+row is checked on its own: a file that cannot be read (even with a ``MemoryError``) is one line, and the rest of the
+datalist is still checked; the checker never ends on a traceback.
 
 Exit status 1 when any problem is found, else 0 (the last line then says ``OK``).
 """
@@ -39,6 +47,7 @@ from custom.data.checks import (
     DataError,
     check_label_values,
     check_same_geometry,
+    duplicate_study_problems,
     load_nifti_checked,
     patient_split_problems,
     read_report,
@@ -53,13 +62,22 @@ KINDS = ("auto", "pairs", "segmentation", "classification", "images")
 _IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
+_SPLIT_NAMES = ("training", "validation", "test")
+
+
 def _is_row(value: object) -> bool:
     return isinstance(value, dict) or (isinstance(value, str) and value.endswith(_IMAGE_EXTENSIONS))
 
 
 def _splits(datalist: dict) -> dict[str, list]:
-    """The datalist's splits: every non-empty top-level list of row dicts or image paths (not ``finding_names``)."""
-    return {k: v for k, v in datalist.items() if isinstance(v, list) and v and all(_is_row(r) for r in v)}
+    """The datalist's splits: ``training`` / ``validation`` / ``test`` and every other non-empty top-level list
+    holding a row dict or image path (not ``finding_names``). A split may hold malformed rows: they are reported,
+    never a reason to skip the split."""
+    return {
+        k: v
+        for k, v in datalist.items()
+        if isinstance(v, list) and v and (k in _SPLIT_NAMES or any(_is_row(r) for r in v))
+    }
 
 
 def detect_kind(rows: Sequence[dict | str]) -> str:
@@ -100,16 +118,38 @@ def _check_spacing(affine: np.ndarray, source: str, min_spacing: float, max_spac
         )
 
 
-def _load_image(path: str, min_spacing: float, max_spacing: float, allow_4d: bool) -> tuple[np.ndarray, np.ndarray]:
+def _load_image(
+    path: str, min_spacing: float, max_spacing: float, allow_4d: bool, max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Load and check an image: 3D, or with ``allow_4d`` (segmentation: MSD stores modalities as a 4th axis) 4D with
-    channels last. Pairs and classification volumes are single-channel CT: a 4D file there is a problem."""
+    channels last. Pairs and classification volumes are single-channel CT: a 4D file there is a problem. Anything
+    that goes wrong while reading (a ``MemoryError`` included) is a one-line :class:`DataError` naming the file."""
     try:
         ndim = len(nib.load(path).shape)
     except Exception:  # unreadable headers are reported by load_nifti_checked below with the right message
         ndim = 3
-    array, affine = load_nifti_checked(path, expected_ndim=4 if ndim == 4 and allow_4d else 3)
+    try:
+        array, affine = load_nifti_checked(
+            path, expected_ndim=4 if ndim == 4 and allow_4d else 3, max_voxels=max_voxels
+        )
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one file's failure is its problem line; the checker goes on
+        raise DataError(f"{path}: expected a readable volume, found {_first_line(err)}") from None
     _check_spacing(affine, path, min_spacing, max_spacing)
     return array, affine
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _channels(images: object, loaded: tuple | None) -> int:
+    """The channel count of a row: one file per channel (a list), or a 4D file's last axis, else 1."""
+    if isinstance(images, list) and len(images) > 1:
+        return len(images)
+    return int(loaded[0].shape[3]) if loaded is not None and loaded[0].ndim == 4 else 1
 
 
 def _check_vector(vector: object, classes: list | None, source: str) -> None:
@@ -129,6 +169,8 @@ def _check_row(
     label_values: list[int] | None,
     min_spacing: float,
     max_spacing: float,
+    in_channels: int | None = None,
+    max_voxels: int | None = None,
 ) -> list[str]:
     """Problems of one row (messages without the row prefix)."""
     problems = []
@@ -147,14 +189,20 @@ def _check_row(
             continue
         try:
             loaded = _load_image(
-                resolve_paths(image, base_dir), min_spacing, max_spacing, allow_4d=kind == "segmentation"
+                resolve_paths(image, base_dir), min_spacing, max_spacing, kind == "segmentation", max_voxels
             )
         except DataError as err:
             problems.append(str(err))
+    channels = _channels(images, loaded)
+    if in_channels is not None and image_paths and channels != int(in_channels):
+        problems.append(
+            f"{image_paths[0]}: expected {in_channels} image channel(s) (--in_channels), found {channels}"
+            + (" (a 4D file's last axis)" if not isinstance(images, list) else " (one file per channel)")
+        )
     if kind == "segmentation" and isinstance(row.get("label"), str):
         label_path = resolve_paths(row["label"], base_dir)
         try:
-            label, label_affine = load_nifti_checked(label_path)
+            label, label_affine = load_nifti_checked(label_path, max_voxels=max_voxels)
             if loaded is not None:
                 check_same_geometry(loaded[0].shape[:3], loaded[1], label.shape, label_affine, f"{label_path} vs image")
             if not np.all(np.equal(np.mod(label, 1), 0)):
@@ -188,8 +236,11 @@ def verify_datalist(
     patient_key: str = "patient_id",
     min_spacing: float = 0.05,
     max_spacing: float = 50.0,
+    in_channels: int | None = None,
+    max_voxels: int | None = None,
 ) -> list[str]:
-    """Every problem of the datalist, one line each (empty when it is clean)."""
+    """Every problem of the datalist, one line each (empty when it is clean): each row is checked on its own, so a
+    bad file (even one that exhausts memory) is one problem line and the rest is still checked."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, found {kind!r}")
     try:
@@ -212,20 +263,32 @@ def verify_datalist(
         return [f"{datalist_path}: {err}"]
     problems = []
     splits_of_image: dict[str, set] = defaultdict(set)
+    well_formed: dict[str, list[dict]] = {}
     for split, rows in splits.items():
+        well_formed[split] = []
         for index, row in enumerate(rows):
             row = {"image": row} if isinstance(row, str) else row
             where = row_location(datalist_path, split, index)
-            for problem in _check_row(row, kind, base_dir, classes, label_values, min_spacing, max_spacing):
-                problems.append(f"{where} {problem}")
-            for image in row.get("image") if isinstance(row.get("image"), list) else [row.get("image")]:
+            if not isinstance(row, dict) or not row.get("image"):
+                found = f"keys {sorted(row)}" if isinstance(row, dict) else repr(row)[:80]
+                problems.append(f"{where}: expected a row with an 'image' (an object, or an image path), found {found}")
+                continue
+            try:
+                row_problems = _check_row(
+                    row, kind, base_dir, classes, label_values, min_spacing, max_spacing, in_channels, max_voxels
+                )
+            except Exception as err:  # noqa: BLE001 - never a traceback: the row's problem, and on to the next
+                row_problems = [f"image {row.get('image')!r}: expected a checkable row, found {_first_line(err)}"]
+            problems.extend(f"{where} {problem}" for problem in row_problems)
+            well_formed[split].append({**row, "image": resolve_paths(row["image"], base_dir)})
+            for image in row["image"] if isinstance(row["image"], list) else [row["image"]]:
                 if isinstance(image, str):
                     splits_of_image[resolve_paths(image, base_dir)].add(split)
     patients = {
-        split: [{patient_key: patient_id_of(r, patient_key)} for r in rows if isinstance(r, str) or r.get("image")]
-        for split, rows in splits.items()
+        split: [{patient_key: patient_id_of(r, patient_key)} for r in rows] for split, rows in well_formed.items()
     }
     problems.extend(patient_split_problems(patients, patient_key))
+    problems.extend(f"{datalist_path}: {problem}" for problem in duplicate_study_problems(well_formed))
     for image, found in sorted(splits_of_image.items()):
         if len(found) > 1:
             problems.append(f"{image}: expected in one split, found in {sorted(found)}")
@@ -241,9 +304,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--patient_key", default="patient_id")
     parser.add_argument("--min_spacing", type=float, default=0.05, help="smallest sane voxel spacing, mm")
     parser.add_argument("--max_spacing", type=float, default=50.0, help="largest sane voxel spacing, mm")
+    parser.add_argument(
+        "--in_channels", type=int, default=None, help="image channels the bundle's network takes (4 for BraTS)"
+    )
+    parser.add_argument(
+        "--max_voxels", type=int, default=None, help="largest volume read, in voxels (default: T3D_MAX_VOXELS or 2^30)"
+    )
     args = parser.parse_args(argv)
     problems = verify_datalist(
-        args.datalist, args.kind, args.num_classes, args.base_dir, args.patient_key, args.min_spacing, args.max_spacing
+        args.datalist,
+        args.kind,
+        args.num_classes,
+        args.base_dir,
+        args.patient_key,
+        args.min_spacing,
+        args.max_spacing,
+        args.in_channels,
+        args.max_voxels,
     )
     for problem in problems:
         print(problem)

@@ -29,6 +29,10 @@ class TextFeatures:
     pooled: torch.Tensor
 
 
+class TextEncoderLoadError(OSError):
+    """The text encoder (``text_encoder_name``) could not be loaded; one line naming it and the reason."""
+
+
 class HFTextEncoder(nn.Module):
     """Hugging Face encoder with partial freezing and chunked long reports.
 
@@ -61,10 +65,16 @@ class HFTextEncoder(nn.Module):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
             self.model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
         except OSError as err:
-            raise OSError(
+            raise TextEncoderLoadError(
                 f"text_encoder_name '{name_or_path}': expected a local model folder or a hub id already in the local "
                 f"Hugging Face cache (this project never downloads at run time), found neither "
-                f"({str(err).splitlines()[0]})"
+                f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})"
+            ) from None
+        except Exception as err:  # noqa: BLE001 - a damaged safetensors file, a refused pickled .bin, a bad config
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise TextEncoderLoadError(
+                f"text_encoder_name '{name_or_path}': expected a loadable tokenizer and model, found "
+                f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
             ) from None
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling: expected 'cls' or 'mean', found '{pooling}'")

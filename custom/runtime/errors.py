@@ -13,6 +13,7 @@ exception keeps Python's full traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -21,10 +22,12 @@ import traceback
 from types import TracebackType
 
 from custom.data.checks import DataError
+from custom.handlers.checkpointing import RunFolderError
 from custom.handlers.finite_loss import NonFiniteLossError
 from custom.losses.report_affinity import ReportAffinityError
+from custom.networks.text_encoder import TextEncoderLoadError
 from custom.runtime.overrides import UnknownOverrideError
-from custom.weights.checkpoint import CheckpointLoadError
+from custom.weights.checkpoint import CheckpointLoadError, CheckpointSaveError
 from custom.weights.transfer import WeightTransferError
 
 __all__ = ["ONE_LINE_ERRORS", "install_error_hook", "one_line_message"]
@@ -37,7 +40,13 @@ ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
     WeightTransferError,
     UnknownOverrideError,
     ReportAffinityError,
+    RunFolderError,
+    TextEncoderLoadError,
+    CheckpointSaveError,
 )
+
+#: OS errors that name a file and are the whole diagnosis: a read-only folder, a full disk, ``ulimit -f``
+_ONE_LINE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def one_line_message(error: BaseException) -> str | None:
@@ -49,6 +58,9 @@ def one_line_message(error: BaseException) -> str | None:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _ONE_LINE_ERRNOS and current.filename:
+            files = " -> ".join(str(f) for f in (current.filename, current.filename2) if f)
+            return f"{files}: expected a writable file or folder, found {current.strerror}"
         if isinstance(current, ONE_LINE_ERRORS):
             lines = [line.strip() for line in str(current).strip().splitlines() if line.strip()]
             if not lines:

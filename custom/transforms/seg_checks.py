@@ -17,6 +17,7 @@ from custom.data.checks import (
     check_affine,
     check_channel_count,
     check_label_values,
+    check_nifti_header,
     check_same_geometry,
 )
 
@@ -42,6 +43,7 @@ def unreadable_reason(path: str) -> str | None:
         return "an empty file (0 bytes)"
     if path.lower().endswith((".nii", ".nii.gz")):
         try:
+            check_nifti_header(path)
             np.asanyarray(nib.load(path).dataobj)
         except Exception as err:  # noqa: BLE001 - nibabel, gzip and zlib raise many types for damaged files
             return _first_line(err)
@@ -56,7 +58,11 @@ class LoadImageCheckedd(LoadImaged):
 
     A NIfTI whose header affine (the sform when ``sform_code > 0``, as nibabel, the pre-training loader and the
     integrity checker read it) is singular is refused too: MONAI's reader silently falls back to the qform there, so
-    the same file would be refused by one bundle and loaded with another geometry by the next."""
+    the same file would be refused by one bundle and loaded with another geometry by the next.
+
+    Before reading, a NIfTI header that implies more voxels than the cap (``T3D_MAX_VOXELS``) or more data than the
+    file can hold is refused (:func:`custom.data.checks.check_nifti_header`), so a tiny hostile file cannot allocate
+    gigabytes."""
 
     def __call__(self, data: Mapping[Hashable, object], reader: object | None = None) -> dict:
         paths = [
@@ -65,6 +71,8 @@ class LoadImageCheckedd(LoadImaged):
             if key in data
             for p in (data[key] if isinstance(data[key], (list, tuple)) else [data[key]])
         ]
+        for path in paths:
+            check_nifti_header(path)
         try:
             loaded = super().__call__(data, reader)
         except DataError:
@@ -98,6 +106,8 @@ def check_image_tensor(image: torch.Tensor, source: str, in_channels: int | None
             f"found spatial shape {spatial}"
         )
     values = torch.as_tensor(image)
+    if torch.is_complex(values):
+        raise DataError(f"{source}: expected real-valued voxels (integer or float), found dtype {values.dtype}")
     if torch.is_floating_point(values):
         bad = int((~torch.isfinite(values)).sum())
         if bad:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 import zipfile
 
@@ -21,6 +22,9 @@ from torch import nn
 
 __all__ = [
     "CheckpointLoadError",
+    "NonFiniteWeightsError",
+    "CheckpointSaveError",
+    "first_non_finite_tensor",
     "load_failure_reason",
     "load_weights_only",
     "atomic_save",
@@ -48,6 +52,54 @@ class CheckpointLoadError(ValueError):
         super().__init__(f"{path}: expected a readable weights-only checkpoint, found {reason}")
         self.path = path
         self.reason = reason
+
+
+class NonFiniteWeightsError(CheckpointLoadError):
+    """A checkpoint that loads but holds NaN/inf values: a model of NaNs would be served (all-background
+    segmentations, exit 0) or fine-tuned from (a NaN loss blamed on the data)."""
+
+    def __init__(self, path: str, tensor: str, count: int, size: int, more: int) -> None:
+        others = f" (and {more} more tensor(s))" if more else ""
+        ValueError.__init__(
+            self,
+            f"{path}: expected finite weights, found {count} NaN/inf of {size} values in tensor '{tensor}'{others}",
+        )
+        self.path, self.tensor = path, tensor
+        self.reason = f"{count} NaN/inf values in tensor '{tensor}'{others}"
+
+
+def _tensors(value: object, prefix: str = ""):
+    """``(dotted key, tensor)`` of every tensor in a checkpoint (nested dicts, lists, tuples), in stored order."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}.{index}" if prefix else str(index))
+
+
+def first_non_finite_tensor(checkpoint: object) -> tuple[str, int, int, int] | None:
+    """``(key, NaN/inf count, size, number of other such tensors)`` of the first floating-point tensor holding a
+    non-finite value, or None."""
+    found = None
+    others = 0
+    for key, tensor in _tensors(checkpoint):
+        if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
+            continue
+        bad = int((~torch.isfinite(tensor.detach())).sum())
+        if bad:
+            if found is None:
+                found = (key, bad, int(tensor.numel()))
+            else:
+                others += 1
+    return None if found is None else (*found, others)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint that could not be written (disk full, ``ulimit -f``, a read-only folder); the earlier file of that
+    name is kept whole. One line naming the file."""
 
 
 def _first_sentence(line: str) -> str:
@@ -96,15 +148,22 @@ def load_failure_reason(path: str, err: BaseException) -> str:
 
 def load_weights_only(path: str, map_location: str | torch.device = "cpu") -> object:
     """``torch.load(path, weights_only=True)``; raises :class:`CheckpointLoadError` (one line: the file and torch's
-    real reason) when torch refuses or cannot read it, ``FileNotFoundError`` (one line) when it is absent."""
+    real reason) when torch refuses or cannot read it, :class:`NonFiniteWeightsError` (the file and the first tensor)
+    when any floating-point tensor in it holds NaN/inf, ``FileNotFoundError`` (one line) when it is absent. Every
+    checkpoint this project loads (inference weights, resume states, pre-trained encoders, packed weights) comes
+    through here."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
         with warnings.catch_warnings():  # legacy-format files: torch warns about the pickle protocol before failing
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for damaged or refused files
         raise CheckpointLoadError(path, load_failure_reason(path, err)) from None
+    bad = first_non_finite_tensor(checkpoint)
+    if bad is not None:
+        raise NonFiniteWeightsError(path, *bad)
+    return checkpoint
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,6 +215,17 @@ def atomic_save(obj: object, path: str) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch says "basic_ios::clear" / "file write failed" for a full disk
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = getattr(err, "strerror", None) or (lines[0] if lines else type(err).__name__)
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        kept = "the earlier file is kept" if os.path.exists(path) else "no file written"
+        raise CheckpointSaveError(
+            f"{path}: expected to save the checkpoint, found {type(err).__name__}: {reason} ({free} bytes free on its "
+            f"disk; {kept})"
+        ) from err
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -38,7 +38,7 @@ from monai.networks.nets import BasicUNet, SwinUNETR
 
 from custom.networks.swin_backbone import SwinUNETRBackbone
 from custom.networks.unet_backbone import BasicUNetBackbone
-from custom.weights.checkpoint import CheckpointLoadError, load_weights_only
+from custom.weights.checkpoint import CheckpointLoadError, NonFiniteWeightsError, load_weights_only
 
 __all__ = ["WeightTransferError", "TransferReport", "encoder_prefixes_of", "transfer_weights", "load_pretrained"]
 
@@ -107,6 +107,8 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise WeightTransferError(f"{path}: pre-trained checkpoint not found")
     try:
         checkpoint = load_weights_only(path)
+    except NonFiniteWeightsError as err:  # the weights' fault, named as such (not a NaN loss blamed on the data)
+        raise WeightTransferError(str(err)) from None
     except CheckpointLoadError as err:  # refused pickle or corrupt file: torch's real reason, never its retry advice
         message = f"{path}: expected a weights-only torch checkpoint, could not load it ({err.reason})"
         raise WeightTransferError(message) from None

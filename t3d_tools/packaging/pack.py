@@ -3,11 +3,17 @@
 The zip holds one folder, ``<name>/``: the bundle's ``configs/``, ``docs/``, ``LICENSE``, the trained weights
 ``models/model.pt`` (or, above ``max_inline_mb``, a ``large_files.yml`` naming their URL and sha256, which
 ``python -m monai.bundle download_large_files`` reads; ``pyyaml`` is then added to the packed metadata) with the
-``*.json`` files written beside them (class names, thresholds), and this repository's ``custom/`` package, the
+model files the configs write beside them (:data:`MODEL_SIDE_FILES`: class names, thresholds), and this repository's
+``custom/`` package, the
 bundles' runtime code, vendored whole as ``<name>/custom/``. Repository tooling (BIMCV curation, the paper-table
 experiments, packaging, serving) lives in ``t3d_tools/`` and never ships. The zip's bytes depend only on its inputs
 (sorted members, fixed timestamps), and its ``<name>_v<version>`` key, sha1 and release-asset URL are added to a
 ``model_info.json``.
+
+What ships is an allow-list: from the bundle folder only the files the MONAI bundle format names
+(:data:`BUNDLE_FORMAT_FILES`), from beside the weights only :data:`MODEL_SIDE_FILES`, plus each ``--include FILE``
+given explicitly. Anything else lying there (a ``credentials.json`` next to the weights, notes, data) is left out and
+listed in the output.
 
 Its parts live in modules of their own (every check runs before anything is written):
 
@@ -21,6 +27,7 @@ Its parts live in modules of their own (every check runs before anything is writ
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -28,9 +35,10 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 
-from t3d_tools.packaging.errors import PackError
+from t3d_tools.packaging.errors import PackError, one_line_os_error
 from t3d_tools.packaging.release_names import (
     DEFAULT_RELEASE_TAG,
     _large_files_yml,
@@ -108,6 +116,22 @@ __all__ = [
 
 # run outputs that never ship (they are git-ignored in the repository as well)
 _SKIPPED_DIRS = {"data", "eval", "runs", "models", "__pycache__", ".pytest_cache", "custom"}
+#: the files of a bundle folder the MONAI bundle format names (fnmatch patterns; ``*`` spans folders)
+BUNDLE_FORMAT_FILES = (
+    "LICENSE",
+    "configs/*.json",
+    "configs/*.yaml",
+    "configs/*.yml",
+    "configs/*.conf",
+    "docs/*.md",
+    "docs/*.txt",
+    "docs/*.png",
+    "docs/*.jpg",
+    "docs/*.svg",
+    "scripts/*.py",
+)
+#: model files the bundles' configs write beside ``models/model.pt`` (read by inference / MONAI Label)
+MODEL_SIDE_FILES = ("class_names.json", "thresholds.json")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same inputs give the same bytes and checksum
 
 
@@ -119,8 +143,13 @@ def file_digest(path: str, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _bundle_files(bundle_dir: str) -> list[tuple[str, str]]:
-    """(source path, path inside the bundle) of every shipped file of the bundle folder, symlinks refused."""
+def _in_bundle_format(rel: str) -> bool:
+    return any(fnmatch.fnmatchcase(rel.replace(os.sep, "/"), pattern) for pattern in BUNDLE_FORMAT_FILES)
+
+
+def _bundle_files(bundle_dir: str, left_out: list[str] | None = None) -> list[tuple[str, str]]:
+    """(source path, path inside the bundle) of every file of the bundle folder the bundle format names
+    (:data:`BUNDLE_FORMAT_FILES`), symlinks refused; the others go to ``left_out``."""
     files = []
     for root, dirs, names in os.walk(bundle_dir):
         rel_root = os.path.relpath(root, bundle_dir)
@@ -131,8 +160,70 @@ def _bundle_files(bundle_dir: str) -> list[tuple[str, str]]:
                 raise PackError(f"{source}: symbolic links are not packed (they could point outside the bundle)")
             if file_name.endswith(".pyc"):
                 continue
-            files.append((source, os.path.normpath(os.path.join(rel_root, file_name))))
+            rel = os.path.normpath(os.path.join(rel_root, file_name))
+            if _in_bundle_format(rel):
+                files.append((source, rel))
+            elif left_out is not None:
+                left_out.append(source)
     return files
+
+
+def _included(bundle_dir: str, include: list[str]) -> list[tuple[str, str]]:
+    """``--include`` files: one inside the bundle folder keeps its path there, any other goes to ``models/``."""
+    entries = []
+    for path in include:
+        if not os.path.isfile(path) or os.path.islink(path):
+            raise PackError(
+                f"--include {path}: expected a regular file, found {'a link' if os.path.islink(path) else 'none'}"
+            )
+        source = os.path.abspath(path)
+        inside = os.path.commonpath([bundle_dir, source]) == bundle_dir
+        entries.append(
+            (
+                source,
+                os.path.relpath(source, bundle_dir) if inside else os.path.join("models", os.path.basename(source)),
+            )
+        )
+    return entries
+
+
+def _write_zip(tmp_path: str, packed_name: str, entries: list, generated: dict) -> None:
+    """Write the members (sorted, fixed timestamps) to ``tmp_path`` (renamed into place by the caller: an earlier zip
+    of that name stays whole until the new one is complete). A write failure (disk full, ``ulimit -f``) is a
+    :class:`PackError` naming the file."""
+    members = [(rel, source, None) for source, rel in entries]
+    members += [(rel, None, text) for rel, text in generated.items()]
+    try:
+        with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for rel, source, text in sorted(members, key=lambda m: m[0]):
+                info = zipfile.ZipInfo(f"{packed_name}/{rel}".replace(os.sep, "/"), date_time=_ZIP_DATE)
+                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                if text is not None:
+                    archive.writestr(info, text)
+                    continue
+                with open(source, "rb") as src, archive.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except OSError as err:
+        if err.filename and err.filename != tmp_path:  # a source file: named by the error itself
+            raise
+        raise PackError(f"{tmp_path}: expected to write the bundle zip, found {err.strerror or err}") from None
+
+
+def _move_aside_if_different(zip_path: str, new_zip: str) -> str | None:
+    """An earlier ``zip_path`` with other bytes than ``new_zip`` is moved to ``<dist>/.previous/<name>-<UTC
+    time>.zip`` (returned), never overwritten: it may be the only copy of a release. Same bytes: nothing to keep."""
+    if not os.path.isfile(zip_path) or file_digest(zip_path, "sha1") == file_digest(new_zip, "sha1"):
+        return None
+    folder = os.path.join(os.path.dirname(zip_path), ".previous")
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.basename(zip_path)[: -len(".zip")]
+    base = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    aside, count = f"{base}.zip", 1
+    while os.path.lexists(aside):
+        count += 1
+        aside = f"{base}-{count}.zip"
+    os.rename(zip_path, aside)
+    return aside
 
 
 def resolve_bundle(bundle: str) -> str:
@@ -152,10 +243,12 @@ def pack(
     repo: str = "OWNER/REPO",
     model_info: str | None = None,
     overlays: list[str] | None = None,
+    include: list[str] | None = None,
 ) -> str:
     """Build ``<dist_dir>/<name>_v<version>.zip``; returns its path. See the module docstring. ``overlays`` (e.g.
     ``["cpu_toy.json"]``) are merged into the packed ``inference.json`` (the configs the weights were trained with);
-    a CPU-toy overlay makes a toy build, ``<dist_dir>/<name>_toy_v<version>-toy.zip``."""
+    a CPU-toy overlay makes a toy build, ``<dist_dir>/<name>_toy_v<version>-toy.zip``. ``include`` lists files
+    to ship besides the allow-list (see the module docstring)."""
     overlays = list(overlays or [])
     bundle_dir = resolve_bundle(bundle)
     name = os.path.basename(bundle_dir.rstrip(os.sep))
@@ -209,17 +302,27 @@ def pack(
     if os.path.isfile(card_path):
         with open(card_path, encoding="utf-8") as f:
             generated[os.path.join("docs", "README.md")] = packed_model_card(f.read(), bool(toy), name, toy)
-    entries = [(src, rel) for src, rel in _bundle_files(bundle_dir) if rel not in generated]
+    left_out: list[str] = []
+    entries = [(src, rel) for src, rel in _bundle_files(bundle_dir, left_out) if rel not in generated]
     entries += runtime_files()
     if not large_files:
         entries.append((weights, os.path.join("models", "model.pt")))
-    # data-derived model files written beside the weights (class names, decision thresholds) ship with them
+    # the data-derived model files the configs write beside the weights (class names, thresholds) ship with them;
+    # nothing else lying there does (a credentials.json next to --weights dir/model.pt)
     weights_dir = os.path.dirname(os.path.abspath(weights))
-    entries += [
-        (os.path.join(weights_dir, f), os.path.join("models", f))
-        for f in sorted(os.listdir(weights_dir))
-        if f.endswith(".json")
-    ]
+    for file_name in sorted(os.listdir(weights_dir)):
+        source = os.path.join(weights_dir, file_name)
+        if file_name in MODEL_SIDE_FILES and os.path.isfile(source):
+            entries.append((source, os.path.join("models", file_name)))
+        elif source != os.path.abspath(weights) and os.path.isfile(source) and not file_name.startswith("."):
+            left_out.append(source)
+    included = _included(bundle_dir, list(include or []))
+    taken = {rel for _, rel in entries} | set(generated)
+    for source, rel in included:
+        if rel in taken:
+            raise PackError(f"--include {source}: expected a file the pack does not already ship, found {rel} twice")
+    entries += included
+    left_out = sorted(set(left_out) - {source for source, _ in included})
     if large_files:
         generated["large_files.yml"] = large_files
 
@@ -229,21 +332,14 @@ def pack(
     fd, tmp_path = tempfile.mkstemp(dir=dist_dir, suffix=".zip.part")
     os.close(fd)
     try:
-        members = [(rel, source, None) for source, rel in entries]
-        members += [(rel, None, text) for rel, text in generated.items()]
-        with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for rel, source, text in sorted(members, key=lambda m: m[0]):
-                info = zipfile.ZipInfo(f"{packed_name}/{rel}".replace(os.sep, "/"), date_time=_ZIP_DATE)
-                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-                if text is not None:
-                    archive.writestr(info, text)
-                    continue
-                with open(source, "rb") as src, archive.open(info, "w") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+        _write_zip(tmp_path, packed_name, entries, generated)
+        aside = _move_aside_if_different(zip_path, tmp_path)
         os.replace(tmp_path, zip_path)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+    if aside:
+        print(f"moved the earlier {zip_path} (other content) to {aside}")
     source_url = f"https://github.com/{repo}/releases/download/{DEFAULT_RELEASE_TAG}/{key}.zip"
     update_model_info(model_info, key, file_digest(zip_path, "sha1"), source_url)
     size_mb = os.path.getsize(zip_path) / 2**20
@@ -254,6 +350,9 @@ def pack(
         f"{len(used_modules)} modules used; "
         f"weights {'in large_files.yml' if large_files else 'inside'}); {model_info}: {key}"
     )
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
+        print(f"left out (not in the bundle format; --include FILE to ship one): {shown}")
     return zip_path
 
 
@@ -275,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         help="bundle config merged into the packed inference.json (e.g. cpu_toy.json); repeatable",
     )
     parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="a file to ship besides the bundle-format allow-list (inside the bundle: its path; else models/); "
+        "repeatable",
+    )
+    parser.add_argument(
         "--print_requirements",
         action="store_true",
         help="print the pip requirements the bundle's metadata names, and exit",
@@ -294,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
             args.repo,
             args.model_info,
             args.overlay,
+            args.include,
         )
     except (PackError, OSError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line_os_error(err)}", file=sys.stderr)
         return 2
     return 0

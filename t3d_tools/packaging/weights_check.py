@@ -53,10 +53,12 @@ def merged_inference_config(bundle_dir: str, overlays: list[str]) -> str:
 
 def check_weights(name: str, weights: str) -> None:
     """The weights must load as tensors only (``weights_only=True``): what MONAI's loaders and MONAI Label read."""
-    from custom.weights.checkpoint import CheckpointLoadError, load_weights_only
+    from custom.weights.checkpoint import CheckpointLoadError, NonFiniteWeightsError, load_weights_only
 
     try:
         load_weights_only(weights)
+    except NonFiniteWeightsError as err:  # a model of NaNs is not shipped
+        raise PackError(f"{name}: {err}") from None
     except CheckpointLoadError as err:  # torch's real reason (e.g. the refused global), never its retry advice
         raise PackError(f"{name}: {weights} does not load as a weights-only checkpoint ({err.reason})") from None
 

@@ -1,0 +1,141 @@
+"""One run per folder, and only its own checkpoints (issue #31): a lock file with the holder's pid and host, stale
+locks taken over; resuming checks the checkpoint's fingerprint (network, optimizer, datalist) and refuses a finished
+run, each in one line naming the file; ``resume="force"`` overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from custom.handlers.checkpointing import LAST_CHECKPOINT, LOCK_FILE, ResumableCheckpoint, RunFolderError
+from custom.weights.checkpoint import CheckpointLoadError, safe_load
+
+
+def _engine(folder, datalist, resume=True, width=2, seen=None):
+    torch.manual_seed(0)
+    network = torch.nn.Linear(width, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+
+    def step(engine, batch):
+        if seen is not None:
+            seen.append(engine.state.iteration)
+        optimizer.zero_grad()
+        network(batch[:, :width]).sum().backward()
+        optimizer.step()
+
+    engine = Engine(step)
+    handler = ResumableCheckpoint(
+        str(folder), network, optimizer, export_t3d_weights=False, resume=resume, run_inputs={"datalist": datalist}
+    )
+    handler.attach(engine)
+    return engine, handler
+
+
+def _datalist(tmp_path, name="datalist.json", rows=4) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps({"training": [{"image": f"img{i}.nii.gz"} for i in range(rows)]}))
+    return str(path)
+
+
+DATA = [torch.ones(1, 4)] * 3
+
+
+def test_the_lock_is_taken_released_and_refused_to_a_live_holder(tmp_path):
+    datalist = _datalist(tmp_path)
+    engine, _ = _engine(tmp_path, datalist)
+    engine.run(DATA, max_epochs=1)
+    assert not os.path.exists(tmp_path / LOCK_FILE)  # released at the end
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": holder.pid, "host": socket.gethostname(), "started": "2026-12-07T10:00:00"}
+        (tmp_path / LOCK_FILE).write_text(json.dumps(lock))
+        engine, _ = _engine(tmp_path, datalist)
+        with pytest.raises(RunFolderError) as caught:
+            engine.run(DATA, max_epochs=2)
+        assert str(caught.value) == (
+            f"{tmp_path / LOCK_FILE}: expected no other run in {tmp_path}, found one running (pid {holder.pid} on "
+            f"{socket.gethostname()}, since 2026-12-07T10:00:00); wait for it, use another bundle_root, or delete "
+            "the lock file if that run is gone"
+        )
+        assert json.loads((tmp_path / LOCK_FILE).read_text()) == lock  # the holder's lock is untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: a stale lock, taken over
+    seen: list = []
+    engine, _ = _engine(tmp_path, datalist, seen=seen)
+    engine.run(DATA, max_epochs=2)
+    assert seen == [4, 5, 6] and not os.path.exists(tmp_path / LOCK_FILE)
+    # another host's lock cannot be checked from here: refused
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "other-node", "started": "x"}))
+    engine, _ = _engine(tmp_path, datalist)
+    with pytest.raises(RunFolderError, match="found one running \\(pid 1 on other-node"):
+        engine.run(DATA, max_epochs=3)
+
+
+def test_resuming_with_another_datalist_or_network_is_refused_unless_forced(tmp_path):
+    engine, _ = _engine(tmp_path, _datalist(tmp_path))
+    engine.run(DATA, max_epochs=1)
+    other = _datalist(tmp_path, "other.json", rows=5)
+    engine, _ = _engine(tmp_path, other)
+    with pytest.raises(RunFolderError) as caught:
+        engine.run(DATA, max_epochs=2)
+    assert str(caught.value) == (
+        f"{tmp_path / LAST_CHECKPOINT}: expected a checkpoint of this run to resume, found one whose datalist "
+        "differs from this run's; --resume force resumes anyway, --resume False trains afresh (replacing its "
+        "checkpoints)"
+    )
+    engine, _ = _engine(tmp_path, other, width=3)
+    with pytest.raises(RunFolderError, match="found one whose datalist, network differ from this run's"):
+        engine.run(DATA, max_epochs=2)
+    seen: list = []
+    engine, _ = _engine(tmp_path, other, resume="force", seen=seen)
+    engine.run(DATA, max_epochs=2)
+    assert seen == [4, 5, 6]  # forced: resumed at epoch 2
+
+
+def test_a_finished_run_is_not_resumed_to_zero_steps(tmp_path):
+    datalist = _datalist(tmp_path)
+    engine, _ = _engine(tmp_path, datalist)
+    engine.run(DATA, max_epochs=2)
+    engine, _ = _engine(tmp_path, datalist)
+    with pytest.raises(RunFolderError) as caught:
+        engine.run(DATA, max_epochs=2)
+    assert str(caught.value).startswith(
+        f"{tmp_path / LAST_CHECKPOINT}: expected an unfinished run to resume, found one saved at epoch 2 (iteration "
+        "6), at or past this run's max_epochs 2: resuming would train 0 steps"
+    )
+    seen: list = []
+    engine, _ = _engine(tmp_path, datalist, seen=seen)
+    engine.run(DATA, max_epochs=3)  # more epochs: a genuine continuation
+    assert seen == [7, 8, 9]
+    seen.clear()
+    engine, _ = _engine(tmp_path, datalist, resume=False, seen=seen)
+    engine.run(DATA, max_epochs=1)  # --resume False: afresh
+    assert seen == [1, 2, 3] and safe_load(str(tmp_path / LAST_CHECKPOINT))["iteration"] == 3
+
+
+def test_another_networks_checkpoint_names_the_file(tmp_path):
+    torch.save({"network": torch.nn.Linear(7, 7).state_dict(), "optimizer": {}, "epoch": 1, "iteration": 1},
+               tmp_path / LAST_CHECKPOINT)  # fmt: skip
+    engine, _ = _engine(tmp_path, _datalist(tmp_path))
+    with pytest.raises(CheckpointLoadError) as caught:
+        engine.run(DATA, max_epochs=2)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{tmp_path / LAST_CHECKPOINT}: expected a readable weights-only checkpoint, found a state that does not "
+        "fit the configured network (RuntimeError: Error(s) in loading state_dict for Linear:"
+    )
+    assert "\n" not in message
+
+
+def test_a_bad_resume_value_is_one_line():
+    with pytest.raises(RunFolderError, match="--resume 'maybe': expected True, False or force"):
+        ResumableCheckpoint("x", torch.nn.Linear(1, 1), None, resume="maybe")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from custom.networks.text_encoder_errors import TextEncoderLoadError
 from custom.transforms.report_text import split_sentences
 
 __all__ = ["TextFeatures", "HFTextEncoder"]
@@ -27,10 +28,6 @@ class TextFeatures:
     tokens: torch.Tensor
     mask: torch.Tensor
     pooled: torch.Tensor
-
-
-class TextEncoderLoadError(OSError):
-    """The text encoder (``text_encoder_name``) could not be loaded; one line naming it and the reason."""
 
 
 class HFTextEncoder(nn.Module):

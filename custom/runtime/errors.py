@@ -25,7 +25,7 @@ from custom.data.checks import DataError
 from custom.handlers.checkpointing import RunFolderError
 from custom.handlers.finite_loss import NonFiniteLossError
 from custom.losses.report_affinity import ReportAffinityError
-from custom.networks.text_encoder import TextEncoderLoadError
+from custom.networks.text_encoder_errors import TextEncoderLoadError
 from custom.runtime.overrides import UnknownOverrideError
 from custom.weights.checkpoint import CheckpointLoadError, CheckpointSaveError
 from custom.weights.transfer import WeightTransferError

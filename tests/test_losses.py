@@ -106,7 +106,8 @@ def test_embeddings_reach_tcl_logits_in_float32_under_bf16_autocast():
     from custom.networks.projection import ProjectionHead
 
     torch.manual_seed(0)
-    image_head, text_head = ImageEmbeddingHead(96, 64), ProjectionHead(48, 64)
+    # eval mode: the heads' running standardisers keep their statistics, so every call computes the same function
+    image_head, text_head = ImageEmbeddingHead(96, 64).eval(), ProjectionHead(48, 64).eval()
     tokens, pooled = torch.randn(8, 27, 96), torch.randn(4, 48)  # a 3^3 bottleneck grid; 4 pooled reports
     loss, scale = _tcl("none"), torch.tensor(math.log(100.0))  # the largest scale TCL allows
     reference = loss.logits(image_head(tokens), text_head(pooled), scale)

@@ -37,7 +37,8 @@ def test_requirements_are_exactly_the_metadata_packages():
         "tensorboard",
         "fire",
         "einops",
-    }  # einops: SwinUNETR
+        "tqdm",
+    }  # einops: SwinUNETR; tqdm: the shared runtime's progress bars (the runtime imports report affinity's error)
 
 
 def test_pack_layout_and_model_info(tmp_path_factory):

@@ -22,7 +22,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def configs(tmp_path):
     base = tmp_path / "train.json"
     base.write_text(
-        json.dumps({"max_epochs": 2, "pretrained_weights": None, "net": {"_target_": "torch.nn.Identity"}, "steps": [1, 2]})
+        json.dumps(
+            {"max_epochs": 2, "pretrained_weights": None, "net": {"_target_": "torch.nn.Identity"}, "steps": [1, 2]}
+        )
     )
     overlay = tmp_path / "toy.json"
     overlay.write_text(json.dumps({"batch_size": 4}))

@@ -155,6 +155,35 @@ def test_unet_embedding_level_pools_a_finer_encoder_block():
         BasicUNetBackbone(features=SMALL_UNET, embedding_level=5)
 
 
+def _pooled_shift(norm) -> float:
+    """Relative change of the mean-pooled embedding tokens of a crop (the CPU-size UNet path: features
+    (8, 8, 16, 32, 64, 8), 32^3, the bottleneck) when its intensity moves by +0.05 (100 HU in the [-1000, 1000]
+    window), in a training batch of six crops."""
+    torch.manual_seed(0)
+    backbone = BasicUNetBackbone(features=(8, 8, 16, 32, 64, 8), norm=norm)
+    crops = torch.rand(6, 1, 32, 32, 32) * 0.2 + 0.4
+    with torch.no_grad():
+        pooled = backbone.encode(torch.cat([crops[:1], crops[:1] + 0.05, crops[1:]])).embedding_tokens.mean(1)
+    return float((pooled[1] - pooled[0]).norm() / pooled[0].norm())
+
+
+def test_shipped_unet_path_sees_a_crops_intensity_level():
+    """Reports name intensity-level findings (steatosis, ground glass, the contrast phase). Instance norm removes a
+    crop-wide shift at its first layer, so its embedding barely sees them; the shipped UNet path uses batch norm,
+    which normalises over the batch and keeps each crop's level relative to its batch-mates."""
+    import json
+    import os
+
+    from t3d_tools import REPO_ROOT
+
+    path = os.path.join(REPO_ROOT, "bundles", "t3d_pretrain", "configs", "ablation_unet_backbone.json")
+    with open(path, encoding="utf-8") as f:
+        shipped_norm = json.load(f)["image_backbone"].get("norm", ("instance", {"affine": True}))  # MONAI default
+    # measured: instance norm 0.022 (only zero padding at the crop's faces lets the shift through), batch norm 0.47
+    assert _pooled_shift(("instance", {"affine": True})) < 0.05
+    assert _pooled_shift(shipped_norm) > 0.2
+
+
 def test_text_whitening_gives_unit_covariance_on_the_reports_it_was_fitted_on():
     from custom.networks.text_whitening import TextWhitening
 

@@ -83,6 +83,8 @@ def test_size_overlays_resolve_on_the_shipped_configs():
             assert parser[key] == shipped[key], (path, key)
         backbone = parser["image_backbone"]
         if path == "unet":
-            assert backbone["_target_"].endswith("BasicUNetBackbone") and "norm" not in backbone
+            with open(os.path.join(CONFIGS, "ablation_unet_backbone.json"), encoding="utf-8") as f:
+                shipped_unet = json.load(f)["image_backbone"]
+            assert backbone["_target_"].endswith("BasicUNetBackbone") and backbone["norm"] == shipped_unet["norm"]
         else:
             assert backbone["_target_"].endswith("SwinUNETRBackbone") and backbone["feature_size"] == 12

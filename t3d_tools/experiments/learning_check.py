@@ -87,14 +87,18 @@ def size_overrides(
     num_train: int | None = None,
     num_val: int | None = None,
     num_test: int | None = None,
+    val_interval: int | None = None,
 ) -> dict:
-    """Command-line overrides that shrink the run; ``steps`` per epoch x ``epochs``."""
+    """Command-line overrides that shrink the run; ``steps`` per epoch x ``epochs``, validated every ``val_interval``
+    epochs (default: once, at the end)."""
     overrides: dict = {}
     if steps is not None:
         overrides["epoch_length"] = steps
     if epochs is not None:
         overrides["max_epochs"] = epochs
         overrides["val_interval"] = epochs  # validate once, at the end
+    if val_interval is not None:
+        overrides["val_interval"] = val_interval  # a validation curve; precise BN is recomputed before each one
     for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
         if value is not None:
             overrides[f"prepare_data#world#{name}"] = value
@@ -212,12 +216,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (epoch_length)")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--val_interval", type=int, default=None, help="validate every N epochs (default: at the end)")
     parser.add_argument("--num_train", type=int, default=None)
     parser.add_argument("--num_val", type=int, default=None)
     parser.add_argument("--num_test", type=int, default=None)
     parser.add_argument("--n_bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
-    overrides = size_overrides(args.steps, args.epochs, args.num_train, args.num_val, args.num_test)
+    overrides = size_overrides(args.steps, args.epochs, args.num_train, args.num_val, args.num_test, args.val_interval)
     return run_learning_check(args.path, args.out, overrides, args.n_bootstrap)
 
 

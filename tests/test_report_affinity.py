@@ -238,16 +238,16 @@ def train_mode_model(offline_text_encoder):
     return model.train(), affinity
 
 
-def test_identical_reports_are_positives_in_a_train_mode_step(train_mode_model):
+def _one_tcl_step(model, affinity, reports: list[str]) -> dict:
+    """One T3DTrainer step (TCL only, learning rate 0) on ``reports`` and random crops; returns the step's terms."""
     from custom.engines.pretraining_trainer import step_terms
     from custom.engines.t3d_trainer import T3DTrainer
     from custom.losses.tcl import TextInformedContrastiveLoss
     from custom.losses.tir import MaskedRestorationLoss
     from custom.transforms.corruption import BlockMaskCorruption
 
-    model, affinity = train_mode_model
     torch.manual_seed(1)
-    batch = {"image": torch.rand(4, 1, 1, 32, 32, 32), "report": [clean_report(NORMAL_CHEST)] * 4}
+    batch = {"image": torch.rand(len(reports), 1, 1, 32, 32, 32), "report": reports}
     trainer = T3DTrainer(
         device="cpu",
         max_epochs=1,
@@ -262,7 +262,13 @@ def test_identical_reports_are_positives_in_a_train_mode_step(train_mode_model):
         progress_bar=False,
     )
     trainer.run()
-    assert step_terms(trainer.state.output)["positives"] == 1.0  # 4 identical reports: every pair a positive
+    return step_terms(trainer.state.output)
+
+
+def test_identical_reports_are_positives_in_a_train_mode_step(train_mode_model):
+    model, affinity = train_mode_model
+    terms = _one_tcl_step(model, affinity, [clean_report(NORMAL_CHEST)] * 4)
+    assert terms["positives"] == 1.0  # 4 identical reports: every pair a positive
     assert model.text_encoder.model.training and model.text_encoder.model.encoder.layer[1].training  # mode restored
 
 
@@ -301,35 +307,15 @@ def test_tcl_names_the_batch_keys_it_needs_and_refuses_a_text_affinity_without_a
 def test_the_temperature_is_bounded_once_after_each_optimiser_step(train_mode_model):
     """The step runs with the scale it finds (200 here), then the trainer clamps the parameter to log(100): the one
     place the bound is applied. A start below 0.01 is refused when the model is built."""
-    from custom.engines.pretraining_trainer import step_terms
-    from custom.engines.t3d_trainer import T3DTrainer
-    from custom.losses.tcl import TextInformedContrastiveLoss
-    from custom.losses.tir import MaskedRestorationLoss
     from custom.networks.t3d import LOGIT_SCALE_MAX, T3DModel
     from custom.networks.unet_backbone import BasicUNetBackbone
-    from custom.transforms.corruption import BlockMaskCorruption
 
     model, affinity = train_mode_model
     before = model.logit_scale.detach().clone()
     model.logit_scale.data.fill_(math.log(200.0))
-    torch.manual_seed(1)
-    reports = [clean_report(NORMAL_CHEST), "No pleural effusion. Moderate right pleural effusion."]
-    trainer = T3DTrainer(
-        device="cpu",
-        max_epochs=1,
-        train_data_loader=[{"image": torch.rand(2, 1, 1, 32, 32, 32), "report": reports}],
-        network=model,
-        optimizer=torch.optim.AdamW(model.parameters(), lr=0.0),
-        tcl_loss=TextInformedContrastiveLoss(affinity, embed_reports=model.report_vectors),
-        tir_loss=MaskedRestorationLoss(),
-        corruption=BlockMaskCorruption(block_size=8),
-        tir_weight=0.0,
-        epoch_length=1,
-        progress_bar=False,
-    )
     try:
-        trainer.run()
-        assert step_terms(trainer.state.output)["temperature"] == pytest.approx(1 / 200)
+        terms = _one_tcl_step(model, affinity, [clean_report(NORMAL_CHEST), clean_report(EFFUSION)])
+        assert terms["temperature"] == pytest.approx(1 / 200)
         assert float(model.logit_scale) == pytest.approx(LOGIT_SCALE_MAX)
     finally:
         model.logit_scale.data.copy_(before)

@@ -81,9 +81,10 @@ def main() -> None:
         for row in train_rows + val_rows:
             row["report"] = _impression(row["report"])
     network.prepare_text([row["report"] for row in train_rows])
-    affinity = parser.get_parsed_content("tcl_affinity")
-    affinity.prepare(train_rows, network.report_vectors)
-    loss_function = TextInformedContrastiveLoss(affinity)
+    loss_function = TextInformedContrastiveLoss(
+        parser.get_parsed_content("tcl_loss#affinity"), embed_reports=network.report_vectors
+    )
+    loss_function.prepare(train_rows)
 
     if args.text != "labels":
         embed_reports = network.embed_reports
@@ -155,13 +156,14 @@ def main() -> None:
                 network.embed_images(crops),
                 embed_reports(list(batch["report"])),
                 crop_to_report,
-                network.logit_scale,
-                batch["label_vector"],
-            )
+                network.logit_scale.exp(),
+                **{key: batch[key] for key in loss_function.required_batch_keys},
+            )["loss"]
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
+            network.clamp_logit_scale_()
             schedule.step()
             history.append(float(loss.detach()))
             step += 1

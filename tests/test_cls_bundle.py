@@ -25,6 +25,7 @@ from custom.data.classification_datalist import read_class_names
 from custom.engines.classification_metadata import sync_metadata
 from custom.networks.unet_backbone import BasicUNetBackbone
 from custom.networks.volume_classifier import VolumeClassifier, window_origins
+from custom.weights.transfer import load_pretrained
 
 BUNDLE = "t3d_bimcv_cls"
 CONFIGS = os.path.join(BUNDLES, BUNDLE, "configs")
@@ -54,18 +55,21 @@ def test_windows_cover_any_volume_at_native_resolution():
         net(torch.rand(1, 20, 20, 20))
 
 
-def test_linear_probe_trains_only_pooling_and_head():
+def test_linear_probe_trains_only_pooling_and_head(capsys):
+    """``linear_probe: true`` is ``load_pretrained(..., frozen=True)``, the segmentation probes' lock: encoder weights
+    and batch-norm statistics stay as loaded, its tokens carry no autograd graph, pooling and head train."""
     torch.manual_seed(0)
-    net = _toy_net(pooling="attention", freeze_encoder=True, max_train_windows=2)
+    net = load_pretrained(_toy_net(pooling="attention", max_train_windows=2), None, frozen=True)
+    assert "parameters locked" in capsys.readouterr().out
     encoder = {k: v.clone() for k, v in net.image_backbone.state_dict().items()}
     head = net.head.weight.clone()
     optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
     net.train()
-    assert not net.image_backbone.training  # batch-norm statistics stay as loaded
+    assert not net.encode_tokens(net.windows(torch.rand(1, 32, 32, 32))).requires_grad
     net(torch.rand(2, 1, 32, 32, 32)).sum().backward()
     optimizer.step()
     for key, value in net.image_backbone.state_dict().items():
-        assert torch.equal(value, encoder[key]), key
+        assert torch.equal(value, encoder[key]), key  # weights and running statistics
     assert not torch.equal(net.head.weight, head)
 
 

@@ -111,7 +111,7 @@ def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
     origins = dataset.crop_origins(volume)
     assert len({tuple(o >= 8) for o in origins}) == 8  # one crop in each octant of the body
     assert min(len(row["report"].split()) for row in dataset.rows) >= 80  # long reports
-    assert workflow.parser.get_parsed_content("tcl_affinity").source == "labels"
+    assert workflow.parser.get_parsed_content("tcl_loss").affinity.source == "labels"
     history = _history(tmp_path)
     epochs = np.asarray(history["epoch"])
     for key in ("loss", "tcl", "tir"):

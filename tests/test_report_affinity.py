@@ -5,6 +5,8 @@ The lexical fingerprint this replaced called "no pleural effusion" vs "moderate 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -236,23 +238,23 @@ def train_mode_model(offline_text_encoder):
     return model.train(), affinity
 
 
-def test_identical_reports_are_positives_in_a_train_mode_step(train_mode_model):
+def _one_tcl_step(model, affinity, reports: list[str]) -> dict:
+    """One T3DTrainer step (TCL only, learning rate 0) on ``reports`` and random crops; returns the step's terms."""
     from custom.engines.pretraining_trainer import step_terms
     from custom.engines.t3d_trainer import T3DTrainer
     from custom.losses.tcl import TextInformedContrastiveLoss
     from custom.losses.tir import MaskedRestorationLoss
     from custom.transforms.corruption import BlockMaskCorruption
 
-    model, affinity = train_mode_model
     torch.manual_seed(1)
-    batch = {"image": torch.rand(4, 1, 1, 32, 32, 32), "report": [clean_report(NORMAL_CHEST)] * 4}
+    batch = {"image": torch.rand(len(reports), 1, 1, 32, 32, 32), "report": reports}
     trainer = T3DTrainer(
         device="cpu",
         max_epochs=1,
         train_data_loader=[batch],
         network=model,
         optimizer=torch.optim.AdamW(model.parameters(), lr=0.0),
-        tcl_loss=TextInformedContrastiveLoss(affinity),
+        tcl_loss=TextInformedContrastiveLoss(affinity, embed_reports=model.report_vectors),
         tir_loss=MaskedRestorationLoss(),
         corruption=BlockMaskCorruption(block_size=8),
         tir_weight=0.0,
@@ -260,7 +262,13 @@ def test_identical_reports_are_positives_in_a_train_mode_step(train_mode_model):
         progress_bar=False,
     )
     trainer.run()
-    assert step_terms(trainer.state.output)["positives"] == 1.0  # 4 identical reports: every pair a positive
+    return step_terms(trainer.state.output)
+
+
+def test_identical_reports_are_positives_in_a_train_mode_step(train_mode_model):
+    model, affinity = train_mode_model
+    terms = _one_tcl_step(model, affinity, [clean_report(NORMAL_CHEST)] * 4)
+    assert terms["positives"] == 1.0  # 4 identical reports: every pair a positive
     assert model.text_encoder.model.training and model.text_encoder.model.encoder.layer[1].training  # mode restored
 
 
@@ -279,3 +287,37 @@ def test_identical_reports_that_are_not_positives_stop_the_run_in_one_line(train
     assert "\n" not in message and "report_affinity 'text'" in message and "positive fraction 0.000" in message
     assert f"similarity_threshold {affinity.similarity_threshold:.6f}" in message and "cosine 0." in message
     affinity.check_identical_reports(reports, model.report_vectors(reports))  # as calibrated: no error
+
+
+def test_tcl_names_the_batch_keys_it_needs_and_refuses_a_text_affinity_without_an_embedder(train_mode_model):
+    from custom.losses.tcl import TextInformedContrastiveLoss
+
+    model, affinity = train_mode_model
+    assert TextInformedContrastiveLoss(ReportAffinity("none")).required_batch_keys == ()
+    assert TextInformedContrastiveLoss(ReportAffinity("label_overlap")).required_batch_keys == ("label_vector",)
+    with pytest.raises(RuntimeError, match="'auto' was never resolved"):
+        assert TextInformedContrastiveLoss(ReportAffinity("auto")).required_batch_keys
+    loss = TextInformedContrastiveLoss(affinity)  # calibrated, but never given the model's report_vectors
+    assert loss.required_batch_keys == ("report",)
+    embeddings = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    with pytest.raises(ReportAffinityError, match="'text': expected tcl_loss embed_reports, found none"):
+        loss(embeddings, embeddings, torch.arange(2), torch.tensor(10.0), report=["a.", "b."])
+
+
+def test_the_temperature_is_bounded_once_after_each_optimiser_step(train_mode_model):
+    """The step runs with the scale it finds (200 here), then the trainer clamps the parameter to log(100): the one
+    place the bound is applied. A start below 0.01 is refused when the model is built."""
+    from custom.networks.t3d import LOGIT_SCALE_MAX, T3DModel
+    from custom.networks.unet_backbone import BasicUNetBackbone
+
+    model, affinity = train_mode_model
+    before = model.logit_scale.detach().clone()
+    model.logit_scale.data.fill_(math.log(200.0))
+    try:
+        terms = _one_tcl_step(model, affinity, [clean_report(NORMAL_CHEST), clean_report(EFFUSION)])
+        assert terms["temperature"] == pytest.approx(1 / 200)
+        assert float(model.logit_scale) == pytest.approx(LOGIT_SCALE_MAX)
+    finally:
+        model.logit_scale.data.copy_(before)
+    with pytest.raises(ValueError, match=r"temperature: expected at least 0\.01 .*found 0\.005"):
+        T3DModel(BasicUNetBackbone(features=(4, 4, 8, 16, 32, 4)), model.text_encoder, temperature=0.005)

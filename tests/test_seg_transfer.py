@@ -200,7 +200,7 @@ def test_frozen_encoder_probe_trains_the_decoder_only(tmp_path, capsys, network_
     path = str(tmp_path / "model.pt")
     torch.save(_t3d_model_state(source), path)
     load_pretrained(network, path, frozen=True)
-    assert "parameters frozen" in capsys.readouterr().out
+    assert "parameters locked" in capsys.readouterr().out
     loaded = {k: v.clone() for k, v in network.state_dict().items()}
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2, weight_decay=0.1)
     network.train()
@@ -215,3 +215,24 @@ def test_frozen_encoder_probe_trains_the_decoder_only(tmp_path, capsys, network_
         torch.testing.assert_close(network.state_dict()[key], loaded[key], rtol=0, atol=0, msg=key)
     assert any(not torch.equal(network.state_dict()[k], loaded[k]) for k in decoder)
     assert all(not p.requires_grad for n, p in network.named_parameters() if n.startswith(prefixes))
+
+
+def test_a_locked_encoder_can_let_its_batch_norm_statistics_follow_the_new_data(capsys):
+    """``keep_norm_statistics=False``: the encoder's weights stay locked, its batch-norm running statistics move."""
+    from custom.networks.encoder_lock import lock_encoder
+
+    torch.manual_seed(6)
+    network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=UNET_FEATURES, norm="batch")
+    lock_encoder(network, keep_norm_statistics=False)
+    assert "normalisation statistics updated on the new data" in capsys.readouterr().out
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    network.train()
+    network(torch.randn(2, 1, 32, 32, 32) * 3 + 1)
+    encoder = [k for k in before if k.startswith(BasicUNetBackbone.encoder_prefixes)]
+    statistics = [k for k in encoder if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in encoder if k.endswith(("weight", "bias"))]
+    assert statistics and weights
+    assert all(not torch.equal(network.state_dict()[k], before[k]) for k in statistics)
+    assert all(torch.equal(network.state_dict()[k], before[k]) for k in weights)
+    locked = [p for n, p in network.named_parameters() if n.startswith(BasicUNetBackbone.encoder_prefixes)]
+    assert locked and not any(p.requires_grad for p in locked)

@@ -26,7 +26,7 @@ METHOD_KEYS = (
     "crops_per_volume", "eval_grid", "text_frozen_layers", "text_pooling", "text_whitening", "text_max_length",
     "learning_rate", "weight_decay", "warmup_fraction", "tcl_weight", "tir_weight", "mask_ratio", "temperature",
     "embed_dim", "use_interactor", "interactor_depth", "interactor_heads", "method", "preprocessing",
-    "image_backbone#norm", "image_backbone#embedding_level", "tcl_affinity", "tcl_loss", "optimizer",
+    "image_backbone#norm", "image_backbone#embedding_level", "tcl_loss", "optimizer",
 )  # fmt: skip
 
 

@@ -11,14 +11,12 @@ from torch.utils.data import DataLoader
 
 from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
 from custom.engines.pretraining_trainer import PretrainingTrainer, step_terms
-from custom.losses.report_affinity import ReportAffinity
-from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
+from custom.losses.tcl import TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
-from custom.networks.t3d import T3DModel
 from custom.transforms.corruption import BlockMaskCorruption
 from custom.weights.checkpoint import unwrap
 
-__all__ = ["T3DTrainer", "loss_terms", "report_keys"]
+__all__ = ["T3DTrainer", "loss_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +26,6 @@ def loss_terms(output: list | dict) -> dict:
     fraction of report pairs TCL treated as positives (``positives``)."""
     terms = step_terms(output)
     return {key: terms[key] for key in ("loss", "tcl", "tir", "positives")}
-
-
-def report_keys(
-    affinity: ReportAffinity, batchdata: dict, network: T3DModel, device: torch.device
-) -> torch.Tensor | None:
-    """What TCL's report affinity compares for this batch: the rows' label vectors ``(B, C)``, the text encoder's
-    pooled vectors ``(B, H)`` computed as the threshold was calibrated (:meth:`T3DModel.report_vectors`: eval mode,
-    no gradients; identical reports that are not positives stop the run), or nothing."""
-    if affinity.needs_labels:
-        return batchdata["label_vector"].to(device)
-    if affinity.needs_text:
-        reports = list(batchdata["report"])
-        keys = network.report_vectors(reports).to(device)
-        affinity.check_identical_reports(reports, keys)
-        return keys
-    return None
 
 
 class T3DTrainer(PretrainingTrainer):
@@ -57,9 +39,12 @@ class T3DTrainer(PretrainingTrainer):
     ``precise_bn_batches`` > 0 recomputes the batch-norm running statistics over that many training batches every
     ``precise_bn_every`` epochs and after the last one (:func:`recompute_batch_norm_statistics`), before any
     validation or checkpoint of that epoch.
-    ``positives`` in the step's terms is the fraction of different-report pairs TCL treated as positives; above
-    ``max_positive_fraction`` the targets approach uniform (where a collapsed embedding is optimal) and a warning
-    names the step (the first time, then a count at each epoch end).
+    ``positives`` in the step's terms is the fraction of different-report pairs TCL treated as positives (from the
+    loss's output dict); above ``max_positive_fraction`` the targets approach uniform (where a collapsed embedding is
+    optimal) and a warning names the step (the first time, then a count at each epoch end).
+    TCL gets the batch entries its ``required_batch_keys`` names (read once, at the first step). After every
+    optimiser step the model's temperature is clamped at its bound (:meth:`T3DModel.clamp_logit_scale_`), the one
+    place it is.
     """
 
     def __init__(
@@ -99,6 +84,7 @@ class T3DTrainer(PretrainingTrainer):
         self.precise_bn = (precise_bn_batches, precise_bn_every)
         self.max_positive_fraction = max_positive_fraction
         self._steps_over_positive_bound = 0
+        self._tcl_batch_keys: tuple[str, ...] | None = None  # read from the loss at the first step
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -148,6 +134,11 @@ class T3DTrainer(PretrainingTrainer):
                 f"{self.max_positive_fraction} of report pairs as positives"
             )
 
+    def _iteration(self, engine: T3DTrainer, batchdata: dict) -> list[dict]:
+        output = super()._iteration(engine, batchdata)
+        unwrap(engine.network).clamp_logit_scale_()
+        return output
+
     def _forward(self, network: torch.nn.Module, batchdata: dict) -> tuple:
         """Crops ``(B, K, 1, *S)`` -> ``(out, crops (B*K, 1, *S), mask, crop_to_report (B*K,))``."""
         crops = batchdata["image"].to(self.state.device, torch.float32, non_blocking=True)  # float16 from the loader
@@ -162,11 +153,14 @@ class T3DTrainer(PretrainingTrainer):
     def _loss(self, batchdata: dict) -> tuple[torch.Tensor, dict[str, float]]:
         out, crops, mask, crop_to_report = self._forward(self.network, batchdata)
         zero = crops.new_zeros(())
-        tcl = zero
+        tcl, positives, scale = zero, 0.0, float(out.logit_scale.detach())
         if self.tcl_weight:  # float32 logits outside autocast: the loss switches autocast off itself
-            keys = report_keys(self.tcl_loss.affinity, batchdata, unwrap(self.network), crops.device)
-            tcl = self.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, keys)
-            self._check_positive_fraction(self.tcl_loss.positive_fraction)
+            if self._tcl_batch_keys is None:
+                self._tcl_batch_keys = self.tcl_loss.required_batch_keys
+            inputs = {key: batchdata[key] for key in self._tcl_batch_keys}
+            result = self.tcl_loss(out.image_embeddings, out.text_embeddings, crop_to_report, out.logit_scale, **inputs)
+            tcl, positives, scale = result["loss"], result["positive_fraction"], result["logit_scale"]
+            self._check_positive_fraction(positives)
         with torch.autocast(crops.device.type, dtype=self.amp_dtype, enabled=self.amp):
             tir = self.tir_loss(out.restored, crops, mask) if self.tir_weight else zero
         loss = self.tcl_weight * tcl + self.tir_weight * tir.float()
@@ -174,7 +168,7 @@ class T3DTrainer(PretrainingTrainer):
             "loss": float(loss.detach()),
             "tcl": float(tcl.detach()),
             "tir": float(tir.detach()),
-            "temperature": float(1.0 / out.logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp()),
-            "positives": self.tcl_loss.positive_fraction if self.tcl_weight else 0.0,
+            "temperature": 1.0 / scale,
+            "positives": positives,
         }
         return loss, terms

@@ -23,7 +23,6 @@ from custom.data.datalist import patient_id_of
 from custom.evaluation.zero_shot import class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
 from custom.handlers.classification_report import ClassificationReport
 from custom.handlers.embedding_collector import EmbeddingCollector
-from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.weights.checkpoint import unwrap
 
 __all__ = ["ZeroShotClassification"]
@@ -72,7 +71,7 @@ class ZeroShotClassification(EmbeddingCollector):
         model = unwrap(engine.network)
         model.eval()
         positive, negative = class_prompt_embeddings(model.embed_reports, self.prompt_set)
-        scale = float(model.logit_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp())
+        scale = float(model.logit_scale.detach().exp())  # bounded by the trainer (T3DModel.clamp_logit_scale_)
         probabilities = zero_shot_probabilities(images, positive.cpu(), negative.cpu(), scale)
         labels = torch.tensor([self.labels[i] for i in indices])
         extra = {

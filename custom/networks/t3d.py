@@ -9,20 +9,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.networks.image_head import ImageEmbeddingHead
 from custom.networks.interactor import Interactor
 from custom.networks.projection import ProjectionHead
 from custom.networks.text_encoder import HFTextEncoder
 from custom.networks.text_whitening import TextWhitening
 
-__all__ = ["T3DOutput", "T3DModel", "T3DImageEmbedder"]
+__all__ = ["LOGIT_SCALE_MAX", "T3DOutput", "T3DModel", "T3DImageEmbedder"]
+
+#: upper bound of the learnable log inverse temperature (CLIP's: the temperature never goes below 0.01)
+LOGIT_SCALE_MAX = math.log(100.0)
 
 
 @dataclass
 class T3DOutput:
     """``image_embeddings`` ``(N, E)`` of the clean crops, ``text_embeddings`` ``(B, E)``, ``restored`` ``(N, 1, *S)``
-    from the corrupted crops, ``logit_scale`` (log of the inverse TCL temperature). Absent parts are None.
+    from the corrupted crops, ``logit_scale`` the multiplier of TCL's cosine similarities (``exp`` of the model's
+    ``logit_scale`` parameter: 1 / temperature, as open_clip's model output). Absent parts are None.
 
     What the ``"text"`` report affinity compares is not here: the train-mode pooled vectors carry dropout, so it
     takes :meth:`T3DModel.report_vectors` instead."""
@@ -42,7 +45,8 @@ class T3DModel(nn.Module):
         embed_dim: width of the shared embedding space.
         use_interactor: False is the paper's ablation (the decoder sees visual features only).
         interactor_depth, interactor_heads: cross-attention blocks and heads.
-        temperature: initial TCL temperature (learnable, stored as ``logit_scale = log(1 / temperature)``).
+        temperature: initial TCL temperature (learnable, stored as ``logit_scale = log(1 / temperature)``), at least
+            0.01: the trainer keeps it there (:meth:`clamp_logit_scale_`).
         text_whitening: 0 (off) or the number of principal components a frozen encoder's pooled report vectors are
             whitened to before the text projection; fitted by :meth:`prepare_text` on the training reports.
         standardize_embeddings: both heads standardise their input with running statistics
@@ -80,7 +84,18 @@ class T3DModel(nn.Module):
             if use_interactor
             else None
         )
+        if not temperature >= 0.01:  # exp(-LOGIT_SCALE_MAX): a lower start would be clamped away at the first step
+            raise ValueError(f"temperature: expected at least 0.01 (CLIP's bound on TCL's), found {temperature}")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Keep the temperature at or above 0.01 (``logit_scale`` at most :data:`LOGIT_SCALE_MAX`, CLIP's bound) by
+        clamping the parameter in place. The one place the bound is applied: the trainer calls it after every
+        optimiser step, as open_clip does, so every forward pass, checkpoint and evaluation sees a bounded value and
+        nothing downstream clamps again. In place rather than in the forward: a forward clamp zeroes the gradient
+        above the bound, and a parameter pushed past it (by Adam's momentum) could not come back."""
+        self.logit_scale.clamp_(max=LOGIT_SCALE_MAX)
 
     def embed_images(self, crops: torch.Tensor) -> torch.Tensor:
         """``(N, 1, D, H, W)`` crops -> ``(N, E)`` L2-normalised embeddings (attention-pooled bottleneck)."""
@@ -160,9 +175,8 @@ class T3DModel(nn.Module):
             text_embeddings = self._project_text(text.pooled)
         if corrupted is not None:
             restored = self._restore(corrupt, text, crop_to_report)
-        # a clamped copy, not the parameter itself: DDP must see the parameter used inside the graph only
-        logit_scale = self.logit_scale.clamp(max=LOGIT_SCALE_MAX)
-        return T3DOutput(image_embeddings, text_embeddings, restored, logit_scale)
+        # exp inside the forward, not the bare parameter: DDP must see the parameter used inside the graph
+        return T3DOutput(image_embeddings, text_embeddings, restored, self.logit_scale.exp())
 
 
 class T3DImageEmbedder(nn.Module):

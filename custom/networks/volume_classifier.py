@@ -15,8 +15,9 @@ inference always use every window.
 
 Tokens are read from ``EncoderFeatures.embedding_tokens`` (SwinUNETR: the Swin-ViT stage-4 output, as the T3D image
 head; BasicUNet: the bottleneck), so the T3D-pre-trained part of the encoder is what the classifier reads.
-``freeze_encoder=True`` is the linear probe: encoder parameters do not train and its normalisation layers stay in
-evaluation mode (running statistics untouched).
+The linear probe locks that encoder the way the segmentation probes do, through the one entry point
+``custom.weights.transfer.load_pretrained(network, path, frozen=True)``
+(:func:`custom.networks.encoder_lock.lock_encoder`: parameters frozen, normalisation statistics kept as loaded).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class VolumeClassifier(nn.Module):
     pooling: ``"attention"``, ``"mean"`` or ``"max"`` over every token of every window.
     sw_batch_size: windows encoded per forward pass of the backbone.
     max_train_windows: in training mode, encode at most this many randomly chosen windows (None: all).
-    freeze_encoder: linear probe (only pooling and head train).
     dropout: before the linear head.
     attention_dim: hidden width of the gated attention scorer.
     """
@@ -68,7 +68,6 @@ class VolumeClassifier(nn.Module):
         pooling: str = "attention",
         sw_batch_size: int = 4,
         max_train_windows: int | None = None,
-        freeze_encoder: bool = False,
         dropout: float = 0.0,
         attention_dim: int = 128,
     ) -> None:
@@ -83,7 +82,6 @@ class VolumeClassifier(nn.Module):
         self.pooling = pooling
         self.sw_batch_size = int(sw_batch_size)
         self.max_train_windows = None if max_train_windows is None else int(max_train_windows)
-        self.freeze_encoder = bool(freeze_encoder)
         width = int(image_backbone.embedding_channels)
         if pooling == "attention":
             self.attention_value = nn.Linear(width, attention_dim)
@@ -92,14 +90,6 @@ class VolumeClassifier(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, int(num_classes))
-        if self.freeze_encoder:
-            self.image_backbone.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> VolumeClassifier:
-        super().train(mode)
-        if self.freeze_encoder:
-            self.image_backbone.eval()  # linear probe: batch-norm statistics of the encoder stay as loaded
-        return self
 
     def windows(self, volume: torch.Tensor) -> torch.Tensor:
         """``(C, X, Y, Z)`` -> ``(W, C, *roi_size)`` (zero-padded where the volume is smaller than a window)."""
@@ -112,14 +102,6 @@ class VolumeClassifier(nn.Module):
         rx, ry, rz = self.roi_size
         return torch.stack([volume[:, x : x + rx, y : y + ry, z : z + rz] for x, y, z in origins.tolist()])
 
-    def load_encoder(self, path: str | None) -> VolumeClassifier:
-        """Initialise the backbone's encoder from a T3D / SSL checkpoint (``None``: scratch) through
-        :func:`custom.weights.transfer.load_pretrained`, which prints what was loaded; returns ``self``."""
-        from custom.weights.transfer import load_pretrained
-
-        load_pretrained(self.image_backbone, path)
-        return self
-
     def _window_tokens(self, chunk: torch.Tensor) -> torch.Tensor:
         backbone = self.image_backbone
         if hasattr(backbone, "swinViT"):  # SwinUNETR: only the transformer output is read, skip the CNN skip path
@@ -127,13 +109,10 @@ class VolumeClassifier(nn.Module):
         return backbone.encode(chunk).embedding_tokens
 
     def encode_tokens(self, windows: torch.Tensor) -> torch.Tensor:
-        """``(W, C, *roi)`` -> ``(W, T, width)`` encoder tokens of every window."""
-        tokens = []
-        grad = torch.is_grad_enabled() and not self.freeze_encoder
-        with torch.set_grad_enabled(grad):
-            for start in range(0, windows.shape[0], self.sw_batch_size):
-                tokens.append(self._window_tokens(windows[start : start + self.sw_batch_size]))
-        return torch.cat(tokens)
+        """``(W, C, *roi)`` -> ``(W, T, width)`` encoder tokens of every window. With the encoder locked (linear
+        probe) no parameter on this path needs a gradient, so autograd keeps no activations of it."""
+        chunks = range(0, windows.shape[0], self.sw_batch_size)
+        return torch.cat([self._window_tokens(windows[start : start + self.sw_batch_size]) for start in chunks])
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(N, width)`` bag -> ``(width,)``."""

@@ -30,13 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from monai.networks.nets import BasicUNet, SwinUNETR
 
-from custom.networks.swin_backbone import SwinUNETRBackbone
-from custom.networks.unet_backbone import BasicUNetBackbone
+from custom.networks.encoder_lock import encoder_of, encoder_prefixes_of, lock_encoder
 from custom.weights.checkpoint import CheckpointLoadError, NonFiniteWeightsError, load_weights_only
 
-__all__ = ["WeightTransferError", "TransferReport", "encoder_prefixes_of", "transfer_weights", "load_pretrained"]
+__all__ = ["WeightTransferError", "TransferReport", "transfer_weights", "load_pretrained"]
 
 IMAGE_BACKBONE_PREFIX = "image_backbone."
 # wrappers whose ``state_dict`` prefixes keys: DDP / DataParallel
@@ -82,18 +80,6 @@ class TransferReport:
                 f"  ignored (not image backbone: text encoder, interactor, heads): {self.ignored_non_image}",
             ]
         )
-
-
-def encoder_prefixes_of(network: torch.nn.Module) -> tuple[str, ...]:
-    """The state-dict prefixes of ``network``'s image encoder (MONAI SwinUNETR or BasicUNet, possibly wrapped)."""
-    network = getattr(network, "module", network)
-    if isinstance(network, SwinUNETR):
-        return SwinUNETRBackbone.encoder_prefixes
-    if isinstance(network, BasicUNet):
-        return BasicUNetBackbone.encoder_prefixes
-    raise WeightTransferError(
-        f"expected a MONAI SwinUNETR or BasicUNet to receive encoder weights, found {type(network).__name__}"
-    )
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -154,12 +140,17 @@ def _adapt_input_channels(source: torch.Tensor, target_shape: torch.Size, in_cha
 def transfer_weights(
     network: torch.nn.Module, path: str, encoder_prefixes: Sequence[str] | None = None, adapt_channels: bool = True
 ) -> TransferReport:
-    """Copy the encoder tensors of the checkpoint at ``path`` into ``network`` in place; returns the report.
+    """Copy the encoder tensors of the checkpoint at ``path`` into ``network``'s encoder in place (the network
+    itself or its ``image_backbone``, unwrapped from DDP: :func:`~custom.networks.encoder_lock.encoder_of`); returns
+    the report.
 
     Raises :class:`WeightTransferError` when no encoder tensor is loaded or a shape mismatch cannot be adapted.
     """
-    target_net = getattr(network, "module", network)  # a DDP-wrapped target loads into its module
-    prefixes = tuple(encoder_prefixes) if encoder_prefixes is not None else encoder_prefixes_of(target_net)
+    target_net = encoder_of(network)
+    try:
+        prefixes = tuple(encoder_prefixes) if encoder_prefixes is not None else encoder_prefixes_of(target_net)
+    except ValueError as error:  # the network's fault, named in one line like every other transfer failure
+        raise WeightTransferError(f"{path}: {error}") from None
     target = target_net.state_dict()
     source = _read_state_dict(path)
     report = TransferReport(path=path)
@@ -223,17 +214,22 @@ def load_pretrained(
     adapt_channels: bool = True,
     log: Callable[[str], None] = print,
     frozen: bool = False,
+    keep_norm_statistics: bool = True,
 ) -> torch.nn.Module:
-    """Bundle entry point: ``network`` with its encoder initialised from ``path``; ``path=None`` means from scratch.
-    ``frozen``: the encoder then stops training (a frozen-encoder probe, :func:`custom.weights.freeze.freeze_encoder`).
+    """The one entry point of the bundles: ``network`` (a MONAI SwinUNETR / BasicUNet, or a model with one as its
+    ``image_backbone``, as the volume classifier) with its encoder initialised from ``path``; ``path=None`` means
+    from scratch. ``frozen``: the encoder then stops training, its normalisation statistics kept as loaded unless
+    ``keep_norm_statistics`` is False (the frozen-encoder and linear probes,
+    :func:`custom.networks.encoder_lock.lock_encoder`).
 
-    Prints the :class:`TransferReport` and returns ``network`` so a config can chain it, as the segmentation
+    Prints the :class:`TransferReport` and returns ``network`` so a config can chain it, as the bundles'
     ``train.json`` do: ``load_pretrained(@network_def, @pretrained_weights, frozen=@frozen_encoder)``, then ``.to``.
     """
-    from custom.weights.freeze import freeze_encoder  # freeze reads this module's encoder_prefixes_of
-
     if path is None or str(path).strip().lower() in ("", "none", "null"):
         log("weight transfer: pretrained_weights is null, the network starts from random initialisation (scratch)")
     else:
         log(transfer_weights(network, str(path), encoder_prefixes, adapt_channels).summary())
-    return freeze_encoder(network, frozen, log)
+    try:
+        return lock_encoder(network, frozen, keep_norm_statistics, log)
+    except ValueError as error:
+        raise WeightTransferError(f"pretrained_weights {path}: {error}") from None

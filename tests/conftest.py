@@ -69,7 +69,6 @@ def folder_tree(folder) -> dict[str, str]:
     return result
 
 
-
 def updated_parameters(network, optimizer) -> set[str]:
     """Names of ``network``'s parameters that received a non-zero gradient in a finished run: those with a non-zero
     Adam first moment. A branch a run skips has no gradient (no state), and one whose loss weight is 0 but still runs

@@ -67,3 +67,22 @@ def folder_tree(folder) -> dict[str, str]:
                 with open(path, "rb") as f:
                     result[rel] = hashlib.sha1(f.read()).hexdigest()
     return result
+
+
+def updated_parameters(network, optimizer) -> set[str]:
+    """Names of ``network``'s parameters that received a non-zero gradient in a finished run: those with a non-zero
+    Adam first moment. A branch a run skips has no gradient (no state), and one whose loss weight is 0 but still runs
+    gets zero gradients (a zero moment): either way its parameters are not in the set. Every parameter must be
+    finite."""
+    import torch
+
+    network = getattr(network, "module", network)
+    names = {}
+    for name, parameter in network.named_parameters():
+        assert torch.isfinite(parameter).all(), f"{name}: non-finite after training"
+        names[parameter] = name
+    return {
+        names[p]
+        for p, state in optimizer.state.items()
+        if p in names and "exp_avg" in state and bool(state["exp_avg"].abs().sum() > 0)
+    }

@@ -3,7 +3,7 @@
 One toy fine-tune from a real (2-step) T3D pre-training checkpoint is shared by the module: it must learn (macro
 AUROC on the synthetic validation split clearly above 0.5), evaluate must write per-class metrics with CIs and
 thresholds chosen on another split, inference must write per-class probabilities as JSON and CSV. Linear probe and
-scratch runs, metadata / network I/O, bad inputs and the two-process gloo overlay are checked too.
+scratch runs, the metadata MONAI Label reads, bad inputs and the two-process gloo overlay are checked too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 from conftest import BUNDLES, META_SCHEMA, run_bundle
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigWorkflow, verify_metadata
 from test_zero_shot import toy_pretraining
 
 from custom.data.checks import DataError
@@ -234,27 +234,16 @@ def _chain(error):
         error = error.__cause__ or error.__context__
 
 
-def test_metadata_verifies_and_suits_monai_label(cls_toy, tmp_path):
+def test_metadata_suits_monai_label(cls_toy, tmp_path):
+    """Without ``class_names.json`` beside the weights (as MONAI Label serves it) the class names, and so the
+    output width, come from ``configs/metadata.json``'s ``channel_def``; after training, ``channel_def`` is synced to
+    the trained class list and still verifies. The shipped metadata's ``verify_metadata`` and ``verify_net_in_out``:
+    ``test_bundle_cards.py``, ``test_verify_net_in_out.py``."""
     meta_file = os.path.join(CONFIGS, "metadata.json")
-    verify_metadata(meta_file=meta_file, filepath=META_SCHEMA)
     with open(meta_file) as f:
         meta = json.load(f)
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert pred["type"] == "probabilities" and len(pred["channel_def"]) == pred["num_channels"]
-    # the paper network (SwinUNETR encoder) at a narrower width and one 64^3 window: seconds on CPU
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=meta_file,
-        config_file=os.path.join(CONFIGS, "inference.json"),
-        device="cpu",
-        **{
-            "image_backbone#feature_size": 12,
-            "roi_size": [64, 64, 64],
-            "ckpt_dir": str(tmp_path / "no_models"),
-            "bundle_root": os.path.dirname(CONFIGS),
-            "_meta_#network_data_format#inputs#image#spatial_shape": [64, 64, 64],
-        },
-    )  # no class_names.json there: the width comes from configs/metadata.json's channel_def, as under MONAI Label
     served = ConfigWorkflow(
         config_file=os.path.join(CONFIGS, "inference.json"),
         meta_file=meta_file,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # the whole GPU check's plumbing at CPU size: minutes on 2 cores (timeout 900 s)
 def test_gpu_check_dry_run_prints_its_table():
     done = subprocess.run(
         ["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), "--dry"],

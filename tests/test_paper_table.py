@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import run_bundle
+from conftest import run_bundle, updated_parameters
 
 from custom.weights.checkpoint import safe_load
 from t3d_tools.experiments.dry_run import DryRunError
@@ -103,6 +103,13 @@ def test_image_only_method_overlays_train_and_transfer(tmp_path, synthetic_pairs
     network = workflow.parser.get_parsed_content("network")
     assert not hasattr(network, "text_encoder") and not hasattr(network, "interactor")
     assert (network.rotation_head is not None) == (method == "ssl_swin")
+    # learning signal: every part of the model received gradients (a term can be > 0 with its head detached)
+    updated = updated_parameters(network, workflow.parser.get_parsed_content("optimizer"))
+    heads = {"rotation_head", "contrastive_head"} if method == "ssl_swin" else set()
+    prefixes = network.image_backbone.encoder_prefixes
+    encoder = {n for n in updated if n.startswith("image_backbone.") and n.split(".", 1)[1].startswith(prefixes)}
+    decoder = {n for n in updated if n.startswith("image_backbone.")} - encoder
+    assert encoder and decoder and heads == {n.split(".")[0] for n in updated} - {"image_backbone"}, sorted(updated)
     downstream = BasicUNet(spatial_dims=3, in_channels=4, out_channels=3, features=(8, 16, 32, 64, 64, 8))
     report = transfer_weights(downstream, str(tmp_path / "models" / "model.pt"))
     assert not report.missing and report.adapted == ["conv_0.conv_0.conv.weight"]

@@ -1,4 +1,5 @@
-"""The t3d_pretrain bundle end to end at toy size: every overlay trains, resume, evaluate, inference, conformance."""
+"""The t3d_pretrain bundle end to end at toy size: every overlay trains, resume, evaluate, inference (metadata and
+network I/O conformance: ``test_bundle_cards.py``, ``test_verify_net_in_out.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, META_SCHEMA, run_bundle
+from conftest import BUNDLES, run_bundle, updated_parameters
 
 from custom.weights.checkpoint import safe_load
 
@@ -80,6 +81,24 @@ def test_every_overlay_trains_two_steps(tmp_path, synthetic_pairs, offline_text_
     assert (tir == 0).all() if overlays == ["ablation_no_tir.json"] else (tir > 0).all()
     network = workflow.parser.get_parsed_content("network")
     assert (network.interactor is None) == (overlays == ["ablation_no_interactor.json"])
+    # Learning signal, per overlay: which parts received gradients. A loss term can be > 0 while nothing it should
+    # train moves (a detached branch, a zero weight still computed); an ablation must leave its branch untouched.
+    updated = updated_parameters(network, workflow.parser.get_parsed_content("optimizer"))
+    prefixes = network.image_backbone.encoder_prefixes
+
+    def part(name: str) -> str:
+        top, _, rest = name.partition(".")
+        if top == "image_backbone":
+            return "encoder" if rest.startswith(prefixes) else "decoder"
+        return top
+
+    tcl_parts, tir_parts = {"image_head", "text_projection", "logit_scale"}, {"decoder"}
+    if network.interactor is not None:
+        tir_parts.add("interactor")
+    trained = {part(name) for name in updated}
+    assert "encoder" in trained, sorted(trained)
+    assert tcl_parts <= trained if overlays != ["ablation_no_tcl.json"] else not tcl_parts & trained, sorted(trained)
+    assert tir_parts <= trained if overlays != ["ablation_no_tir.json"] else not tir_parts & trained, sorted(trained)
     for name in ("checkpoint_last.pt", "model.pt", "image_encoder.pt", "image_encoder.json"):
         assert os.path.isfile(tmp_path / "models" / name)
     assert os.path.isfile(tmp_path / "runs" / "loss_curves.png")
@@ -116,9 +135,16 @@ def test_subvolume_regime_ci_size_loss_falls(tmp_path, offline_text_encoder):
     epochs = np.asarray(history["epoch"])
     for key in ("loss", "tcl", "tir"):
         values = np.asarray(history[key])
-        first, last = values[epochs == 1].mean(), values[epochs == epochs.max()].mean()
-        print(f"\nsub-volume CI size: {key} first-epoch mean {first:.4f} -> last-epoch mean {last:.4f}")
-        assert last < first, (key, first, last)
+        first, last = values[epochs == 1], values[epochs == epochs.max()]
+        # the fall must exceed twice its standard error over the 6 steps of each epoch: with no learning (steps as
+        # independent draws around one mean) a fall that large happens about 3 % of the time (one-sided t, 10
+        # degrees of freedom); the run is seeded (seed 0), so a pass is repeatable
+        margin = 2 * np.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
+        print(
+            f"\nsub-volume CI size: {key} first-epoch mean {first.mean():.4f} -> last-epoch mean {last.mean():.4f} "
+            f"(fall {first.mean() - last.mean():.4f}, 2 standard errors {margin:.4f})"
+        )
+        assert first.mean() - last.mean() > margin, (key, first, last)
     positives = np.asarray(history["positives"])
     assert ((positives >= 0) & (positives <= 1)).all() and positives.mean() < 0.3
 
@@ -157,20 +183,6 @@ def test_evaluate_and_inference_use_the_trained_weights(tmp_path, synthetic_pair
     model_state = safe_load(str(tmp_path / "models" / "model.pt"))
     embedder = infer.parser.get_parsed_content("network")
     assert torch.equal(embedder.image_head.key.weight, model_state["image_head.key.weight"])
-
-
-def test_metadata_and_network_io_verify():
-    from monai.bundle import verify_metadata, verify_net_in_out
-
-    config_dir = os.path.join(BUNDLES, BUNDLE, "configs")
-    verify_metadata(meta_file=os.path.join(config_dir, "metadata.json"), filepath=META_SCHEMA)
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=os.path.join(config_dir, "metadata.json"),
-        config_file=os.path.join(config_dir, "inference.json"),
-        n=2,
-        **{"image_backbone#feature_size": 12},
-    )
 
 
 def test_multi_gpu_overlay_runs_with_two_gloo_processes(tmp_path, synthetic_pairs, offline_text_encoder):

@@ -44,10 +44,14 @@ def test_readme_demo_runs_and_shows_learning(tmp_path):
     print(f"\nREADME demo: TCL {means['tcl']}, TIR {means['tir']}, report->volume R@1 {r1:.3f} (chance {chance:.3f})")
     # measured 2026-12-02 (deterministic vocabulary, batch-independent heads, the encoder build on a forked RNG,
     # 2 threads): TCL 2.86 -> 2.02 (uniform: ln 16 = 2.77), R@1 5/32; side runs (seeds 0 and 1 at 1 thread, earlier
-    # initialisations) gave last-epoch TCL 1.85-2.34 and R@1 3/32-8/32. The thresholds sit below that spread.
+    # initialisations) gave last-epoch TCL 1.85-2.34 and R@1 3/32-8/32. The TCL bound sits below that spread; the
+    # retrieval bounds are set by chance (below), for this seeded run.
     assert chance == 1 / 32
     assert means["tcl"][1] < 2.4, means  # below the uniform value: the two towers agree on held-in pairs
-    assert r1 >= 2 * chance, (r1, chance)  # at least 2 of 32 reports find their volume first (chance: 1)
+    # A random ranking puts each report's volume first with probability 1/32: the number of hits of the 32 reports
+    # is Binomial(32, 1/32), and P(>= 4) = 0.017 (P(>= 2), the old bound, is 0.26). The demo is seeded (seed 0)
+    # and gave 5 of 32 (README, "Demo numbers").
+    assert round(r1 * 32) >= 4, (r1, chance)
     for name in ("model.pt", "image_encoder.pt", "checkpoint_last.pt"):
         assert os.path.isfile(tmp_path / "models" / name)
     assert os.path.isfile(tmp_path / "runs" / "loss_curves.png")
@@ -76,6 +80,7 @@ def _zero_shot_runs_and_retrieval_beats_chance(run_dir: str) -> None:
     # (CI 0.443-0.610) and 0.498-0.634 across seeds and initialisations, most CIs reaching 0.5: the demo does not
     # learn zero-shot reliably (README, "Demo numbers"), so only that the overlay runs and reports is asserted.
     assert (
-        0.0 <= zero_shot["auroc"] <= 1.0 and zero_shot["auroc_ci"][0] <= zero_shot["auroc"] <= zero_shot["auroc_ci"][1]
+        zero_shot["classes_scored"] > 0 and zero_shot["auroc_ci"][0] <= zero_shot["auroc"] <= zero_shot["auroc_ci"][1]
     )
-    assert retrieval["report_to_volume_R5"] >= 2 * retrieval["chance_R5"], retrieval
+    # chance R@5 is 5/32: hits of the 32 reports are Binomial(32, 5/32), P(>= 11) = 0.007; measured 21 of 32
+    assert retrieval["chance_R5"] == 5 / 32 and round(retrieval["report_to_volume_R5"] * 32) >= 11, retrieval

@@ -1,6 +1,7 @@
 """One run per folder, and only its own checkpoints (issue #31): a lock file with the holder's pid and host, stale
-locks taken over; resuming checks the checkpoint's fingerprint (network, optimizer, datalist) and refuses a finished
-run, each in one line naming the file; ``resume="force"`` overrides."""
+locks taken over; resuming checks the checkpoint's fingerprint (network, optimizer, datalist, step settings) and
+refuses a finished run, each in one line naming the file; ``resume="force"`` overrides. The AMP grad-scaler state is
+saved and resumed (issue #30)."""
 
 from __future__ import annotations
 
@@ -139,3 +140,71 @@ def test_another_networks_checkpoint_names_the_file(tmp_path):
 def test_a_bad_resume_value_is_one_line():
     with pytest.raises(RunFolderError, match="--resume 'maybe': expected True, False or force"):
         ResumableCheckpoint("x", torch.nn.Linear(1, 1), None, resume="maybe")
+
+
+def _amp_trainer(folder, datalist, amp=True, resume=True):
+    """A MONAI ``SupervisedTrainer`` with AMP: its ``run`` creates ``engine.scaler`` before ``STARTED`` (the resume),
+    as on CUDA; the CUDA scaler it builds is replaced by a CPU one (this machine has no CUDA) that doubles its scale
+    after every step, so the scale records how many scaled steps the run has taken."""
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    network = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[{"image": torch.ones(1, 2), "label": torch.zeros(1, 1)}] * 3,
+        network=network,
+        optimizer=optimizer,
+        loss_function=torch.nn.MSELoss(),
+        amp=amp,
+    )
+    handler = ResumableCheckpoint(
+        str(folder), network, optimizer, export_t3d_weights=False, resume=resume, run_inputs={"datalist": datalist}
+    )
+    handler.attach(trainer)
+    return trainer, network
+
+
+@pytest.fixture
+def cpu_grad_scaler(monkeypatch):
+    monkeypatch.setattr(torch.cuda.amp, "GradScaler", lambda: torch.amp.GradScaler("cpu", growth_interval=1))
+
+
+@pytest.mark.filterwarnings("ignore:.*(CUDA|autocast|GradScaler).*")
+def test_the_amp_grad_scaler_state_is_saved_and_resumed(tmp_path, cpu_grad_scaler):
+    datalist = _datalist(tmp_path)
+    straight, straight_net = _amp_trainer(tmp_path / "straight", datalist)
+    straight.state.max_epochs = 2
+    straight.run()  # 6 steps uninterrupted
+    assert straight.scaler.get_scale() == 2.0**16 * 2**6  # each of the 6 steps was scaled and grew the scale
+
+    first, _ = _amp_trainer(tmp_path / "resumed", datalist)
+    first.run()  # 3 steps, then "killed"
+    resumed, resumed_net = _amp_trainer(tmp_path / "resumed", datalist)
+    resumed.state.max_epochs = 2
+    resumed.run()
+    # without the saved scaler state the resumed run restarts at 2**16 and ends at 2**16 * 2**3
+    assert resumed.scaler.state_dict() == straight.scaler.state_dict()
+    for a, b in zip(resumed_net.parameters(), straight_net.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:.*(CUDA|autocast|GradScaler).*")
+def test_resuming_an_amp_run_without_amp_is_refused_unless_forced(tmp_path, cpu_grad_scaler):
+    datalist = _datalist(tmp_path)
+    trainer, _ = _amp_trainer(tmp_path, datalist)
+    trainer.run()
+    trainer, _ = _amp_trainer(tmp_path, datalist, amp=False)
+    trainer.state.max_epochs = 2
+    with pytest.raises(RunFolderError) as caught:
+        trainer.run()
+    assert str(caught.value).startswith(
+        f"{tmp_path / LAST_CHECKPOINT}: expected a checkpoint of this run to resume, found one whose step differs "
+        "from this run's; --resume force"
+    )
+    trainer, _ = _amp_trainer(tmp_path, datalist, amp=False, resume="force")
+    trainer.state.max_epochs = 2
+    trainer.run()
+    assert trainer.state.iteration == 6  # forced: resumed at iteration 3

@@ -1,10 +1,11 @@
 """The three segmentation bundles end to end on CPU with their toy overlays (BasicUNet, synthetic miniatures).
 
-Per bundle: metadata and network I/O verify; a toy fine-tune from a pre-training-style checkpoint (built here from
-``BasicUNetBackbone`` the way the pre-training bundle saves ``models/model.pt``) learns, i.e. its validation mean Dice
-clearly beats an untrained network's; a scratch run works; evaluate writes per-class Dice / HD95 and predictions in
-the input geometry; inference writes one label map with ``channel_def`` values. BTCV additionally runs on the real CT
-in ``tests/data/real_ct`` and under ``torchrun`` with two gloo processes.
+Per bundle (metadata and network I/O: ``test_bundle_cards.py``, ``test_verify_net_in_out.py``): a toy fine-tune
+from a pre-training-style checkpoint (built here from ``BasicUNetBackbone`` the way the pre-training bundle saves
+``models/model.pt``) learns, i.e. its validation mean Dice clearly beats an untrained network's; a scratch run starts
+from its own initialisation and trains; evaluate writes per-class Dice / HD95 and predictions in the input geometry;
+inference writes one label map with ``channel_def`` values. BTCV additionally runs on the real CT in
+``tests/data/real_ct`` and under ``torchrun`` with two gloo processes.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, verify_metadata
+from monai.bundle import ConfigWorkflow
 
 from custom.data.seg_datasets.btcv import totalsegmentator_to_btcv
 from custom.data.seg_datasets.common import load_split, write_nifti
 from custom.networks.unet_backbone import BasicUNetBackbone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA = os.path.join(REPO, "tests", "data", "monai", "meta_schema_20240725.json")
 REAL_CT = os.path.join(REPO, "tests", "data", "real_ct")
 TOY_FEATURES = (8, 16, 32, 64, 64, 8)  # bundles/*/configs/cpu_toy.json
 
@@ -179,11 +179,6 @@ def toy_run(name: str, tmp_path_factory) -> dict:
     return _TOY_RUNS[name]
 
 
-def test_metadata_verifies(toy):
-    # verify_net_in_out (paper-size network at the metadata's n = 1 shape, 64^3): tests/test_verify_net_in_out.py
-    verify_metadata(meta_file=_configs(toy["spec"].name, "metadata.json")[0], filepath=SCHEMA)
-
-
 def test_toy_fine_tune_learns(toy):
     trained, untrained = toy["trained_dice"], toy["untrained_dice"]
     assert trained > untrained + toy["spec"].min_dice_gain, (trained, untrained)
@@ -231,19 +226,29 @@ def test_frozen_encoder_probe_trains_with_the_checkpoint_encoder_unchanged(toy):
     _assert_encoder_is_the_checkpoints(torch.load(root / "probe" / "model.pt", weights_only=True), toy["backbone"])
 
 
-def test_scratch_training_runs(toy):
-    root = toy["root"]
+def test_scratch_training_starts_from_its_own_initialisation_and_trains(toy):
+    """``pretrained_weights: null``: the network starts from the seeded initialisation, not the checkpoint's encoder,
+    and training moves every weight that has a gradient (the saved model is finite and differs from its start)."""
+    root, spec = toy["root"], toy["spec"]
+    scratch = dict(pretrained_weights=None, max_epochs=1, val_interval=1, **toy["common"])
+    start = ConfigWorkflow(config_file=_configs(spec.name, "train.json", "cpu_toy.json"), workflow_type=None, **scratch)
+    start.initialize()  # seeded (set_determinism in initialize): the same initial network the run below gets
+    initial = {k: v.clone() for k, v in start.parser.get_parsed_content("network").state_dict().items()}
+    with pytest.raises(AssertionError):  # not the pre-trained encoder
+        _assert_encoder_is_the_checkpoints(initial, toy["backbone"])
     run_workflow(
-        toy["spec"].name,
+        spec.name,
         ["train.json", "cpu_toy.json"],
-        pretrained_weights=None,
-        max_epochs=1,
-        val_interval=1,
         ckpt_dir=str(root / "scratch"),
         output_dir=str(root / "scratch_runs"),
-        **toy["common"],
+        **scratch,
     )
-    assert os.path.isfile(root / "scratch" / "model.pt")
+    trained = torch.load(root / "scratch" / "model.pt", weights_only=True)
+    assert trained.keys() == initial.keys()
+    weights = [k for k, v in initial.items() if v.is_floating_point() and k.endswith(("weight", "bias"))]
+    unchanged = [k for k in weights if torch.equal(trained[k], initial[k])]
+    assert all(torch.isfinite(trained[k]).all() for k in weights)
+    assert weights and not unchanged, unchanged
 
 
 def test_evaluate_writes_per_class_metrics_and_inverted_predictions(toy):

@@ -6,9 +6,13 @@ iterations) and resume from it on start; one run per folder, and only its own ch
   (same host) is stale and taken over; one from another host is refused (its process cannot be checked from here).
 - Each checkpoint holds the run's fingerprint: the network's architecture (state-dict keys and shapes), the optimizer
   and its hyper-parameters (the learning rate aside: schedules change it), and a sha1 of each ``run_inputs`` file
-  (the datalist). Resuming from a checkpoint of another network, optimizer or datalist is refused in one line, and so
-  is resuming a run that already reached this run's ``max_epochs`` (it would "resume" to zero steps and keep the old
+  (the datalist), and the trainer's step settings (its class, AMP on or off and its dtype, the gradient clip).
+  Resuming from a checkpoint of another network, optimizer, datalist or step is refused in one line, and so is
+  resuming a run that already reached this run's ``max_epochs`` (it would "resume" to zero steps and keep the old
   model); ``resume="force"`` (``--resume force``) resumes anyway, ``resume=False`` (``--resume False``) trains afresh.
+- Each checkpoint holds the trainer's AMP grad-scaler state (``engine.scaler``, float16 on CUDA) when it has an
+  enabled one: a resumed run continues with the loss scale the interrupted run had reached, not a fresh 2**16 that
+  would skip steps (overflow) again until it backs off.
 """
 
 from __future__ import annotations
@@ -44,9 +48,26 @@ def _sha1(value: object) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_fingerprint(network: torch.nn.Module, optimizer: torch.optim.Optimizer, run_inputs: Mapping[str, str]) -> dict:
+def _step_settings(engine: Engine | None) -> list:
+    """The trainer's class and the step settings a config sets on it: AMP (and its dtype), the gradient clip."""
+    dtype = getattr(engine, "amp_dtype", None) or (getattr(engine, "amp_kwargs", None) or {}).get("dtype")
+    return [
+        type(engine).__name__,
+        bool(getattr(engine, "amp", False)),
+        str(dtype),
+        getattr(engine, "gradient_clip", None),
+    ]
+
+
+def run_fingerprint(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run_inputs: Mapping[str, str],
+    engine: Engine | None = None,
+) -> dict:
     """What must match for a checkpoint to be this run's: ``network`` (class, state-dict keys and shapes),
-    ``optimizer`` (class and hyper-parameters except the learning rate) and one sha1 per ``run_inputs`` file."""
+    ``optimizer`` (class and hyper-parameters except the learning rate), ``step`` (the trainer ``engine``'s class,
+    AMP and dtype, gradient clip) and one sha1 per ``run_inputs`` file."""
     model = unwrap(network)
     architecture = [type(model).__name__] + [[k, list(v.shape)] for k, v in model.state_dict().items()]
     groups = [
@@ -60,7 +81,12 @@ def run_fingerprint(network: torch.nn.Module, optimizer: torch.optim.Optimizer, 
                 for block in iter(lambda: f.read(1 << 20), b""):
                     digest.update(block)
         inputs[name] = digest.hexdigest()[:16] if path and os.path.isfile(path) else "absent"
-    return {"network": _sha1(architecture), "optimizer": _sha1([type(optimizer).__name__, groups]), **inputs}
+    return {
+        "network": _sha1(architecture),
+        "optimizer": _sha1([type(optimizer).__name__, groups]),
+        "step": _sha1(_step_settings(engine)),
+        **inputs,
+    }
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,6 +97,14 @@ def _pid_alive(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError, OSError):  # someone else's process; not a pid at all
         return True
     return True
+
+
+def _grad_scaler(engine: Engine) -> torch.amp.GradScaler | None:
+    """The trainer's AMP grad scaler when it has an enabled one. MONAI's ``Trainer.run`` creates ``engine.scaler``
+    before ``STARTED``, so the resume at ``STARTED`` restores into the scaler the steps use; a disabled one (AMP off,
+    or a CUDA scaler on a machine without CUDA) has no state."""
+    scaler = getattr(engine, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
 
 
 class ResumableCheckpoint:
@@ -223,8 +257,11 @@ class ResumableCheckpoint:
             "optimizer": self.optimizer.state_dict(),
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
-            "fingerprint": run_fingerprint(self.network, self.optimizer, self.run_inputs),
+            "fingerprint": run_fingerprint(self.network, self.optimizer, self.run_inputs, engine),
         }
+        scaler = _grad_scaler(engine)
+        if scaler is not None:
+            state["grad_scaler"] = scaler.state_dict()
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
         if self.evaluator is not None:
@@ -252,6 +289,9 @@ class ResumableCheckpoint:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        scaler = _grad_scaler(engine)
+        if scaler is not None and "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
         validation = state.get("validation")
         if self.evaluator is not None and validation is not None:
             self.evaluator.state.best_metric = validation["best_metric"]
@@ -270,7 +310,7 @@ class ResumableCheckpoint:
         force = "; --resume force resumes anyway, --resume False trains afresh (replacing its checkpoints)"
         saved = state.get("fingerprint")
         if isinstance(saved, dict):
-            now = run_fingerprint(self.network, self.optimizer, self.run_inputs)
+            now = run_fingerprint(self.network, self.optimizer, self.run_inputs, engine)
             differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
             if differing:
                 raise RunFolderError(

@@ -354,7 +354,7 @@ def test_results_of_another_protocol_are_refused_in_one_line(tmp_path):
     del plan["protocol"]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(
-        IncompleteResultsError, match="written by paper-table protocol 1, this code reads protocol 2"
+        IncompleteResultsError, match="written by paper-table protocol 1, this code reads protocols 2 and 3"
     ) as err:
         build_report(str(tmp_path))
     assert "\n" not in str(err.value) and str(tmp_path / "plan.json") in str(err.value)

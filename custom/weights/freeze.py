@@ -4,8 +4,10 @@ Probing a frozen encoder is the usual way to compare representations (the linear
 prediction; ``t3d_bimcv_cls`` has the linear probe, ``linear_probe``). What is frozen is exactly what pre-training
 transfers (:func:`custom.weights.transfer.encoder_prefixes_of`: SwinUNETR's ``swinViT`` and its ``encoder1-4,10``
 skip blocks; BasicUNet's ``conv_0`` and ``down_1-4``); the decoder and output layer, which start fresh, train. The
-frozen part's normalisation layers stay in inference mode even while the trainer puts the network in training mode,
-so running statistics loaded from the checkpoint are used and never updated.
+frozen part's normalisation layers stay in inference mode even while the trainer puts the network in training mode:
+batch-norm running statistics loaded from the checkpoint are used and never updated (the transfer refuses a network
+whose normalisation differs from the pre-training's, so they are the pre-training's); instance norm, which keeps no
+statistics, normalises each input by itself in either mode.
 """
 
 from __future__ import annotations

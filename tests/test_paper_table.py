@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import run_bundle
 
+from custom.networks.unet_backbone import CPU_TOY_NORM
 from custom.weights.checkpoint import safe_load
 from t3d_tools.experiments.dry_run import DryRunError
 from t3d_tools.experiments.paper_table import main
@@ -103,8 +104,10 @@ def test_image_only_method_overlays_train_and_transfer(tmp_path, synthetic_pairs
     network = workflow.parser.get_parsed_content("network")
     assert not hasattr(network, "text_encoder") and not hasattr(network, "interactor")
     assert (network.rotation_head is not None) == (method == "ssl_swin")
-    # the toy pre-training's norm (cpu_toy.json: batch): a transfer that would drop its statistics is refused
-    downstream = BasicUNet(spatial_dims=3, in_channels=4, out_channels=3, features=(8, 16, 32, 64, 64, 8), norm="batch")
+    # the toy pre-training's norm (shared by every CPU toy): a transfer that would drop its statistics is refused
+    downstream = BasicUNet(
+        spatial_dims=3, in_channels=4, out_channels=3, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM
+    )
     report = transfer_weights(downstream, str(tmp_path / "models" / "model.pt"))
     assert not report.missing and report.adapted == ["conv_0.conv_0.conv.weight"]
     assert (report.ignored_non_image > 0) == (method == "ssl_swin")  # SSL heads stay behind, like T3D's text side

@@ -24,7 +24,8 @@ when a tensor's shape does not fit in a way channel adaptation can fix (a differ
 the encoder's normalisation differs from the pre-training's: batch-norm running statistics in the checkpoint that the
 network has no place for (it was built with instance norm) would be dropped, and a batch-norm network fed an
 instance-norm checkpoint would normalise with statistics nobody measured. Build the downstream network with the
-pre-training's ``norm`` (its ``image_backbone`` config, also written to ``image_encoder.json``).
+pre-training's ``norm`` (its ``image_backbone`` config; every bundle's CPU toy reads one value,
+``custom.networks.unet_backbone.CPU_TOY_NORM``, so a toy pre-training transfers into every downstream toy).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from test_zero_shot import toy_pretraining
 from custom.data.checks import DataError
 from custom.data.classification_datalist import read_class_names
 from custom.engines.classification_metadata import sync_metadata
-from custom.networks.unet_backbone import BasicUNetBackbone
+from custom.networks.unet_backbone import CPU_TOY_NORM, BasicUNetBackbone
 from custom.networks.volume_classifier import VolumeClassifier, window_origins
 from custom.weights.transfer import load_pretrained
 
@@ -38,7 +38,7 @@ MIN_TOY_AUROC = 0.63
 
 
 def _toy_net(num_classes: int = 3, **kwargs) -> VolumeClassifier:
-    backbone = BasicUNetBackbone(features=(8, 16, 32, 64, 64, 8), norm="batch", embedding_level=2)
+    backbone = BasicUNetBackbone(features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM, embedding_level=2)
     return VolumeClassifier(backbone, num_classes, roi_size=(16, 16, 16), overlap=0.0, **kwargs)
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import run_bundle, updated_parameters
 
+from custom.networks.unet_backbone import CPU_TOY_NORM
 from custom.weights.checkpoint import safe_load
 from t3d_tools.experiments.dry_run import DryRunError
 from t3d_tools.experiments.paper_table import main
@@ -110,7 +111,10 @@ def test_image_only_method_overlays_train_and_transfer(tmp_path, synthetic_pairs
     encoder = {n for n in updated if n.startswith("image_backbone.") and n.split(".", 1)[1].startswith(prefixes)}
     decoder = {n for n in updated if n.startswith("image_backbone.")} - encoder
     assert encoder and decoder and heads == {n.split(".")[0] for n in updated} - {"image_backbone"}, sorted(updated)
-    downstream = BasicUNet(spatial_dims=3, in_channels=4, out_channels=3, features=(8, 16, 32, 64, 64, 8))
+    # the toy pre-training's norm (shared by every CPU toy): a transfer that would drop its statistics is refused
+    downstream = BasicUNet(
+        spatial_dims=3, in_channels=4, out_channels=3, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM
+    )
     report = transfer_weights(downstream, str(tmp_path / "models" / "model.pt"))
     assert not report.missing and report.adapted == ["conv_0.conv_0.conv.weight"]
     assert (report.ignored_non_image > 0) == (method == "ssl_swin")  # SSL heads stay behind, like T3D's text side
@@ -360,7 +364,7 @@ def test_results_of_another_protocol_are_refused_in_one_line(tmp_path):
     del plan["protocol"]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(
-        IncompleteResultsError, match="written by paper-table protocol 1, this code reads protocol 2"
+        IncompleteResultsError, match="written by paper-table protocol 1, this code reads protocols 2 and 3"
     ) as err:
         build_report(str(tmp_path))
     assert "\n" not in str(err.value) and str(tmp_path / "plan.json") in str(err.value)

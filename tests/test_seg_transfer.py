@@ -190,7 +190,7 @@ def test_frozen_encoder_probe_trains_the_decoder_only(tmp_path, capsys, network_
     normalisation, kept in inference mode) equals the checkpoint; the decoder moved."""
     torch.manual_seed(5)
     if network_kind == "basicunet":
-        source = BasicUNetBackbone(in_channels=1, out_channels=1, features=UNET_FEATURES)
+        source = BasicUNetBackbone(in_channels=1, out_channels=1, features=UNET_FEATURES, norm="batch")
         network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3, features=UNET_FEATURES, norm="batch")
         prefixes, shape = BasicUNetBackbone.encoder_prefixes, (2, 1, 32, 32, 32)
     else:

@@ -10,7 +10,12 @@ from torch.utils.checkpoint import checkpoint
 
 from custom.networks.encoder_features import EncoderFeatures
 
-__all__ = ["BasicUNetBackbone"]
+__all__ = ["BasicUNetBackbone", "CPU_TOY_NORM"]
+
+#: normalisation of every CPU toy's BasicUNet, the pre-training's and each downstream bundle's (their ``cpu_toy.json``
+#: read it): one value, because a toy pre-training's encoder must transfer into every downstream toy whole, and the
+#: transfer refuses batch-norm running statistics a network has no place for (#27). Batch norm: see the class.
+CPU_TOY_NORM = "batch"
 
 
 class BasicUNetBackbone(BasicUNet):

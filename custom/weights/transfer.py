@@ -20,7 +20,12 @@ in every channel, the adapted layer gives exactly the pre-trained response (``su
 the pre-trained feature scale is kept and no channel is favoured.
 
 Loading fails with :class:`WeightTransferError` (never a warning) when nothing would be transferred into the encoder,
-or when a tensor's shape does not fit in a way channel adaptation can fix (a different architecture or size).
+when a tensor's shape does not fit in a way channel adaptation can fix (a different architecture or size), or when
+the encoder's normalisation differs from the pre-training's: batch-norm running statistics in the checkpoint that the
+network has no place for (it was built with instance norm) would be dropped, and a batch-norm network fed an
+instance-norm checkpoint would normalise with statistics nobody measured. Build the downstream network with the
+pre-training's ``norm`` (its ``image_backbone`` config; every bundle's CPU toy reads one value,
+``custom.networks.unet_backbone.CPU_TOY_NORM``, so a toy pre-training transfers into every downstream toy).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ _CONTAINER_KEYS = ("state_dict", "model", "network", "net")
 # source-prefix rewrites tried in order when a key does not match the target as is
 _PREFIX_REWRITES = (("", "swinViT."), ("encoder.", "swinViT."))
 _INFIX_REWRITES = ((".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."))
+#: buffers a normalisation layer keeps between inputs (batch norm; instance norm has none by default)
+_STATISTIC_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 
 
 class WeightTransferError(RuntimeError):
@@ -181,6 +188,7 @@ def transfer_weights(
     report.loaded = sorted(new_state)
     report.missing = [k for k in target if k.startswith(prefixes) and k not in new_state and not _is_buffer_index(k)]
 
+    _refuse_normalisation_mismatch(path, report, prefixes)
     if report.shape_mismatched:
         raise WeightTransferError(
             f"{path}: {len(report.shape_mismatched)} encoder tensor(s) do not fit the network "
@@ -193,6 +201,27 @@ def transfer_weights(
         )
     target_net.load_state_dict(new_state, strict=False)
     return report
+
+
+def _refuse_normalisation_mismatch(path: str, report: TransferReport, prefixes: tuple[str, ...]) -> None:
+    """One-line :class:`WeightTransferError` when encoder normalisation statistics would be dropped (checkpoint has
+    them, the network has no such buffers) or left unmeasured (the network has them, the checkpoint does not)."""
+    dropped = [
+        k for k in report.unexpected if k.endswith(_STATISTIC_SUFFIXES) and _strip_wrappers(k).startswith(prefixes)
+    ]
+    unmeasured = [k for k in report.missing if k.endswith(_STATISTIC_SUFFIXES)]
+    if dropped:
+        raise WeightTransferError(
+            f"{path}: {len(dropped)} encoder normalisation statistics of the checkpoint (first: {dropped[0]}) have no "
+            "place in the network: it was pre-trained with batch norm and the network has none; build the network "
+            "with the pre-training's norm (its image_backbone 'norm', e.g. norm='batch')"
+        )
+    if unmeasured:
+        raise WeightTransferError(
+            f"{path}: the network's encoder has {len(unmeasured)} batch-norm statistics (first: {unmeasured[0]}) the "
+            "checkpoint does not hold: it was pre-trained without batch norm; build the network with the "
+            "pre-training's norm (its image_backbone 'norm')"
+        )
 
 
 def _is_image_backbone_key(key: str) -> bool:

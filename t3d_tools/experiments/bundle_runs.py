@@ -17,6 +17,7 @@ __all__ = [
     "pretrain_config_keys",
     "segmentation_metrics",
     "classification_metrics",
+    "subset_auroc",
 ]
 
 
@@ -82,3 +83,26 @@ def classification_metrics(evaluator) -> tuple[dict, dict]:
     if not names:
         raise KeyError(f"expected an AUROC metric in the evaluator's metrics, found {sorted(evaluator.state.metrics)}")
     return {"macro_auroc": float(evaluator.state.metrics[names[0]])}, {"all_metrics": dict(evaluator.state.metrics)}
+
+
+def subset_auroc(output_dir: str, datalist: str | None, key: str = "subtle_findings") -> dict:
+    """``{"macro_auroc_subtle": mean per-class AUROC over the classes the datalist lists under ``key``,
+    "test_studies": N}`` from the ``test_metrics.json`` a classification test run wrote into ``output_dir``; only
+    ``test_studies`` when the datalist names no such classes (the v1 toy world)."""
+    import math
+
+    with open(os.path.join(output_dir, "test_metrics.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    found = {"test_studies": float(report["studies"])}
+    names = []
+    if datalist and os.path.isfile(datalist):
+        with open(datalist, encoding="utf-8") as f:
+            names = json.load(f).get(key) or []
+    if names:
+        per_class = {c["class"]: c["auroc"] for c in report["per_class"]}
+        missing = sorted(set(names) - set(per_class))
+        if missing:
+            raise KeyError(f"{datalist} '{key}': classes {missing} are not among the scored {sorted(per_class)}")
+        values = [per_class[n] for n in names if per_class[n] is not None and math.isfinite(per_class[n])]
+        found["macro_auroc_subtle"] = sum(values) / len(values) if values else float("nan")
+    return found

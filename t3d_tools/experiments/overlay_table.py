@@ -67,7 +67,8 @@ def _backbone(parser) -> str:
     if backbone["_target_"].endswith("SwinUNETRBackbone"):
         return f"SwinUNETR fs{backbone['feature_size']}"
     features = ",".join(str(f) for f in backbone["features"])
-    norm = backbone.get("norm", "instance")
+    # resolved, not read: the CPU toys name custom.networks.unet_backbone.CPU_TOY_NORM
+    norm = parser.get_parsed_content("image_backbone#norm") if "norm" in backbone else "instance"
     return f"BasicUNet ({features}), {norm if isinstance(norm, str) else norm[0]} norm"
 
 

@@ -8,6 +8,8 @@ fraction with several seeds, write one JSON per run, then the Markdown table and
         --pretrain_override text_encoder_name=/models/RadBERT-RoBERTa-4m \
         --pretrain_override clinicalbert:text_encoder_name=/models/ClinicalBERT
     python -m t3d_tools.experiments.paper_table --out results/toy --table_only
+    python -m t3d_tools.experiments.paper_table --protocol v3 --scale toy --out results/toy_v3 --jobs 2
+    scripts/paper_table_gpu.sh      # --protocol v3 --scale gpu on one H100, <= 12 min
 
 Every piece runs in this process through ``monai.bundle.ConfigWorkflow`` (the same objects ``python -m monai.bundle
 run`` builds; each result records the equivalent command). Re-running the command resumes: a finished pre-training
@@ -33,7 +35,7 @@ import time
 
 from t3d_tools import REPO_ROOT
 from t3d_tools.experiments.dry_run import DryRunError
-from t3d_tools.experiments.protocol import SCALES
+from t3d_tools.experiments.protocol import PROTOCOL_V3, SCALES
 from t3d_tools.experiments.results import IncompleteResultsError, build_report, update_readme, write_timing
 from t3d_tools.experiments.runner import PaperTableRunner
 
@@ -89,6 +91,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--validations", type=int, default=None, help="toy: validations per downstream run (default 3)")
     p.add_argument("--pretrain_epochs", type=int, default=None, help="toy: pre-training epochs (default 2 x 30 steps)")
     p.add_argument("--pretrain_epoch_length", type=int, default=None, help="toy: steps per pre-training epoch")
+    p.add_argument(
+        "--protocol",
+        default=None,
+        help="a registered protocol file (or 'v3' for t3d_tools/experiments/protocol_v3.json): its rows, bundles, "
+        "modes and seeds, its contrasts and controls; refused if it or the plan changes after a run",
+    )
+    p.add_argument(
+        "--world",
+        default=None,
+        metavar="MODULE.FUNCTION",
+        help="toy/gpu: the synthetic world's generator, function(out_dir, **kwargs) -> pairs datalist (default: the "
+        "registered protocol's)",
+    )
     p.add_argument("--worker", choices=["pretrain", "finetune"], default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -116,6 +131,7 @@ def _runner(args: argparse.Namespace) -> PaperTableRunner:
         rows=split(args.rows), bundles=split(args.bundles),
         fractions=[float(f) for f in split(args.fractions)] if args.fractions else None, budget=budget,
         pretrain_seeds=args.pretrain_seeds, modes=split(args.modes),
+        protocol=PROTOCOL_V3 if args.protocol == "v3" else args.protocol, world=args.world,
     )  # fmt: skip
 
 

@@ -16,7 +16,9 @@ clear for the column to take part in the verdict.
 from __future__ import annotations
 
 import glob
+import hashlib
 import itertools
+import json
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -36,6 +38,10 @@ __all__ = [
     "discover_rows",
     "discover_bundles",
     "build_plan",
+    "PROTOCOL_V3",
+    "load_protocol",
+    "plan_sha256",
+    "build_registered_plan",
 ]
 
 BUNDLES_DIR = os.path.join(REPO_ROOT, "bundles")
@@ -65,6 +71,14 @@ BASE_ROWS: tuple[Row, ...] = (
     Row("restoration_only", "Restoration only (Models Genesis style)", ("method_restoration_only.json",)),
     Row("t3d", "T3D (TCL + TIR + interactor)"),
 )
+#: control rows (#27), scheduled by the registered protocol (``protocol_v3.json``), never by a plain protocol-2 plan:
+#: T3D with oracle text from the labels (positive control) and with reports shuffled across studies (negative)
+CONTROL_ROWS: tuple[Row, ...] = (
+    Row("oracle_text", "Positive control: T3D, reports replaced by oracle text from the labels",
+        ("control_oracle_text.json",)),
+    Row("shuffled_reports", "Negative control: T3D, reports shuffled across studies",
+        ("control_shuffled_reports.json",)),
+)  # fmt: skip
 ABLATION_LABELS: dict[str, str] = {
     "no_tcl": "T3D w/o TCL",
     "no_tir": "T3D w/o TIR",
@@ -130,6 +144,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("BraTS WT Dice", "t3d_brats", "wt", 0.5),
     Column("BraTS ET Dice", "t3d_brats", "et", 0.5),
     Column("Classification macro AUROC", "t3d_bimcv_cls", "macro_auroc", 0.7),
+    # protocol 3 (#27): the findings the new world makes subtle in the pixels (its datalists' "subtle_findings")
+    Column("Subtle-finding macro AUROC", "t3d_bimcv_cls", "macro_auroc_subtle", 0.7),
 )
 
 #: downstream modes: the bundle key that freezes the transferred encoder, per task
@@ -197,6 +213,31 @@ SCALES: dict[str, dict] = {
 }
 
 
+# the toy's configs and protocol at GPU size (#27, ``scripts/paper_table_gpu.sh``): one H100 shared by several worker
+# processes, <= 12 min wall for the registered protocol. Only size keys differ from the toy (widths, steps, batch,
+# iterations, miniature cases, workers, device); provisional: calibrate on validation with the first GPU lease
+SCALES["gpu"] = {
+    **SCALES["toy"],
+    "generated": True,
+    "pretrain_overrides": {
+        **SCALES["toy"]["pretrain_overrides"],
+        "device": "$torch.device('cuda:0')",
+        "amp": True,
+        "batch_size": 8,
+        "num_workers": 2,
+        "image_backbone#features": [16, 32, 64, 128, 128, 16],
+    },
+    # the downstream networks take the pre-training backbone (widths and norm) from the pre-training config
+    "finetune_overrides": {"device": "$torch.device('cuda:0')", "amp": True},
+    "pretrain_epoch_length": 750,
+    "pretrain_seeds": 3,
+    "finetune_iterations": {"t3d_brats": 300, "t3d_msd_lung": 180, "t3d_bimcv_cls": 600, "t3d_btcv_seg": 450},
+    "miniature_cases": 60,
+    "floor_only": {},
+    "default_rows_note": "the gpu scale is for the registered protocol's rows (--protocol v3)",
+}
+
+
 @dataclass(frozen=True)
 class Run:
     """One downstream run; ``pretrain_seed`` is None for scratch (nothing pre-trained)."""
@@ -218,7 +259,8 @@ class Run:
 
 
 def discover_rows(scale: str, bundles_dir: str = BUNDLES_DIR) -> tuple[list[Row], dict[str, str]]:
-    """Rows to run at ``scale`` (base rows + one per ``ablation_*.json``) and ``{row: reason}`` of rows left out."""
+    """Rows to run at ``scale`` (base rows, one per ``ablation_*.json``, then the control rows) and ``{row: reason}``
+    of rows left out."""
     rows = list(BASE_ROWS)
     config_dir = os.path.join(bundles_dir, PRETRAIN_BUNDLE, "configs")
     for path in sorted(glob.glob(os.path.join(config_dir, "ablation_*.json"))):
@@ -234,6 +276,7 @@ def discover_rows(scale: str, bundles_dir: str = BUNDLES_DIR) -> tuple[list[Row]
                 skip={"toy": toy["skip"]} if "skip" in toy else {},
             )
         )
+    rows += CONTROL_ROWS
     skipped = {r.name: r.skip[scale] for r in rows if scale in r.skip}
     skipped.update({name: why for name, why in SCALES[scale]["skip_rows"].items() if name in {r.name for r in rows}})
     return [r for r in rows if r.name not in skipped], skipped
@@ -286,7 +329,9 @@ def build_plan(
             **skipped_rows,
             **{r.name: spec["default_rows_note"] for r in all_rows if r.name not in default_rows},
         }
-    chosen_rows = [r for r in all_rows if r.name in (rows or default_rows or [r.name])]
+    controls = {r.name for r in CONTROL_ROWS}  # only when asked for (the registered protocol asks)
+    chosen_rows = [r for r in all_rows if r.name in (rows or default_rows or [r.name for r in all_rows
+                                                                              if r.name not in controls])]  # fmt: skip
     chosen_bundles = [b for b in all_bundles if not bundles or b.name in bundles]
     wanted = [float(f) for f in fractions] if fractions else None
     plan_modes = {
@@ -344,6 +389,70 @@ def build_plan(
         "skipped_bundles": skipped_bundles,
         "runs": [r.to_dict() for r in runs],
     }
+
+
+#: the registered protocol 3 (#27): its primary contrast, secondary family, controls, seeds and rules
+PROTOCOL_V3 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol_v3.json")
+
+
+def load_protocol(path: str = PROTOCOL_V3) -> tuple[dict, str]:
+    """The registered protocol at ``path`` and the sha256 of its bytes (what a plan records and checks)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        content = json.loads(data)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: expected the JSON of a registered protocol, found invalid JSON ({err})") from None
+    if not isinstance(content, dict) or content.get("protocol") != 3 or "primary" not in content:
+        raise ValueError(f"{path}: expected a protocol-3 file with a 'primary' contrast, found keys {sorted(content)}")
+    return content, hashlib.sha256(data).hexdigest()
+
+
+def plan_sha256(plan: dict) -> str:
+    """The sha256 of a plan as it decides runs (canonical JSON without the ``command`` line that launched it)."""
+    body = {k: v for k, v in plan.items() if k != "command"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def build_registered_plan(
+    scale: str, protocol_path: str = PROTOCOL_V3, bundles_dir: str = BUNDLES_DIR, budget: dict | None = None
+) -> dict:
+    """The plan of the registered protocol at ``scale``: its rows (controls included), per bundle its modes and
+    fractions, its pre-training and fine-tuning seeds, the pairs its contrasts need, ``"interval":
+    "pretraining_unit"`` and ``registered`` (the file, its sha256 and its contrasts, controls and rules)."""
+    protocol, digest = load_protocol(protocol_path)
+    parts = []
+    for bundle in protocol["bundles"]:
+        modes = protocol.get("segmentation_modes", {}).get(bundle, protocol["modes"])
+        spec = {**(budget or {}), "modes": modes, "floor_only": {}, "skip_rows": {}, "default_rows": None}
+        parts.append(build_plan(scale, protocol["seeds"], None, protocol["rows"], [bundle], bundles_dir,
+                                protocol["pretrain_seeds"], list(modes), spec))  # fmt: skip
+    plan = dict(parts[0])
+    contrasts = [protocol["primary"], *protocol["secondary"]["contrasts"]]
+    plan["runs"] = [run for part in parts for run in part["runs"]]
+    plan["bundles"] = [
+        {
+            **b,
+            "metrics": list(
+                dict.fromkeys([*b["metrics"], *(c["metric"] for c in contrasts if c["bundle"] == b["name"])])
+            ),
+        }
+        for part in parts
+        for b in part["bundles"]
+    ]
+    plan["floors"] = {k: v for part in parts for k, v in part["floors"].items()}
+    plan["modes"] = {m: sorted({f for part in parts for f in part["modes"].get(m, [])}) for m in protocol["modes"]}
+    plan["fractions"] = sorted({f for fractions in plan["modes"].values() for f in fractions})
+    pairs = [(c["a"], c["b"]) for c in contrasts] + [(c["row"], c["against"]) for c in protocol["controls"].values()]
+    plan["pairs"] = [list(p) for p in dict.fromkeys(pairs)]
+    keys = ("primary", "secondary", "controls", "retrieval", "test", "budgets", "world", "t3d")
+    plan.update(
+        protocol=3,
+        interval=protocol["interval"],
+        registered={"file": os.path.relpath(protocol_path, REPO_ROOT), "sha256": digest,
+                    **{k: protocol[k] for k in keys if k in protocol}},
+    )  # fmt: skip
+    return plan
 
 
 def row_by_name(name: str, scale: str, bundles_dir: str = BUNDLES_DIR) -> Row:

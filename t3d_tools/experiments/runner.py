@@ -22,11 +22,24 @@ from t3d_tools.experiments.bundle_runs import (
     classification_metrics,
     pretrain_config_keys,
     segmentation_metrics,
+    subset_auroc,
 )
 from t3d_tools.experiments.dry_run import DryRunError, datalist_problems, resolve_problems, text_encoder_problems
 from t3d_tools.experiments.logging_router import logged_to
-from t3d_tools.experiments.protocol import MODES, PRETRAIN_BUNDLE, SCALES, Row, build_plan, bundle_by_name, row_by_name
+from t3d_tools.experiments.protocol import (
+    MODES,
+    PRETRAIN_BUNDLE,
+    SCALES,
+    Row,
+    build_plan,
+    build_registered_plan,
+    bundle_by_name,
+    load_protocol,
+    plan_sha256,
+    row_by_name,
+)
 from t3d_tools.experiments.results import result_path, write_result
+from t3d_tools.experiments.statistics import binomial_tail
 
 __all__ = ["PaperTableRunner", "PRETRAIN_DONE"]
 
@@ -50,20 +63,41 @@ class PaperTableRunner:
         budget: dict | None = None,
         pretrain_seeds: int | None = None,
         modes: list[str] | None = None,
+        protocol: str | None = None,
+        world: str | None = None,
     ) -> None:
         self.scale = scale
         self.out_dir = os.path.abspath(out_dir)
         self.work = os.path.join(self.out_dir, "work")
         self.spec = {**SCALES[scale], **(budget or {})}
+        registered_t3d = (load_protocol(protocol)[0].get("t3d") or {}) if protocol else {}
+        if registered_t3d.get("pretrain_configs"):  # the registered miniature of the shipped defaults (#26)
+            self.spec["pretrain_configs"] = tuple(registered_t3d["pretrain_configs"])
         self.data_dirs = dict(data_dirs or {})
         self.pretrain_overrides = dict(pretrain_overrides or {})
         try:
-            plan = build_plan(scale, seeds, fractions, rows, bundles, pretrain_seeds=pretrain_seeds, modes=modes,
-                              budget=budget)  # fmt: skip
+            if protocol:  # the registered protocol fixes rows, bundles, modes and seeds: nothing else may change them
+                if any(x is not None for x in (seeds, fractions, rows, bundles, pretrain_seeds, modes)):
+                    raise ValueError(
+                        f"{protocol}: a registered protocol fixes rows, bundles, modes, fractions and "
+                        "seeds; drop --rows/--bundles/--modes/--fractions/--seeds/--pretrain_seeds"
+                    )
+                plan = build_registered_plan(scale, protocol, budget=budget)
+            else:
+                plan = build_plan(
+                    scale, seeds, fractions, rows, bundles, pretrain_seeds=pretrain_seeds, modes=modes, budget=budget
+                )
         except ValueError as err:
-            raise SystemExit(str(err)) from None
+            raise SystemExit(str(err)) from None  # fmt: skip
         plan["budget"] = {k: v for k, v in self.spec.items() if k not in ("pretrain_configs", "finetune_configs")}
         plan["budget"].update(data_dirs=self.data_dirs, pretrain_cli_overrides=self.pretrain_overrides)
+        #: the synthetic world the toy / gpu scales generate: the registered one unless ``world`` (an entry point
+        #: ``module.function(out_dir, **kwargs) -> pairs datalist``) replaces its generator
+        self.world = dict(plan.get("registered", {}).get("world") or {})
+        if world:
+            self.world["generator"] = world
+        if self.world:
+            plan["world"] = self.world
         self.plan = plan
 
     # ---- configuration of one pre-training / fine-tune ----------------------------------------------------------
@@ -73,17 +107,42 @@ class PaperTableRunner:
     def pretrain_dir(self, row: str, pretrain_seed: int) -> str:
         return os.path.join(self.work, "pretrain", row, f"seed{pretrain_seed}")
 
+    @property
+    def plan_sha256(self) -> str:
+        return plan_sha256(self.plan)
+
+    @property
+    def generated(self) -> bool:
+        """Whether this scale generates its data (toy and gpu: synthetic) rather than reading ``--data_dir``."""
+        return bool(self.spec.get("generated", self.scale == "toy"))
+
+    def world_dir(self) -> str:
+        return self.data_dirs.get(PRETRAIN_BUNDLE, os.path.join(self.work, "data", "world" if self.world else
+                                                                "synthetic_pairs"))  # fmt: skip
+
     def pretrain_config(self, row: Row, pretrain_seed: int = 0) -> tuple[list[str], dict]:
         configs = list(self.spec["pretrain_configs"])
         overrides = {**self.spec["pretrain_overrides"], "seed": pretrain_seed}
-        if self.scale == "toy":
+        registered = self.plan.get("registered", {}).get("t3d", {})
+        if registered.get("report_affinity"):  # the registered T3D: text affinity (image-only rows never read it)
+            overrides["report_affinity"] = registered["report_affinity"]
+        if self.generated:
             overrides.update(
-                dataset_dir=self.data_dirs.get(PRETRAIN_BUNDLE, os.path.join(self.work, "data", "synthetic_pairs")),
-                offline_text_encoder_dir=os.path.join(self.work, "text_encoder"),
+                dataset_dir=self.world_dir(), offline_text_encoder_dir=os.path.join(self.work, "text_encoder")
             )
+            if self.world:  # the world's generator writes the pairs (and the classification datalist) instead
+                overrides["prepare_data#synthetic_pairs"] = {
+                    "_target_": self.world["generator"],
+                    "out_dir": "@dataset_dir",
+                    **self.world.get("kwargs", {}),
+                }
+                overrides["oracle_labels_datalist"] = os.path.join(
+                    self.world_dir(), self.world.get("classification_datalist", "classification_datalist.json")
+                )
+                overrides.update(self.world.get("pretrain_overrides", {}))
             if "pretrain_epoch_length" in self.spec:
                 overrides["epoch_length"] = self.spec["pretrain_epoch_length"]
-            if row.toy_overrides is not None:
+            if row.toy_overrides is not None and self.scale == "toy":
                 overrides.update(
                     {k: v.format(work=self.work) if isinstance(v, str) else v for k, v in row.toy_overrides.items()}
                 )
@@ -109,18 +168,23 @@ class PaperTableRunner:
 
     def downstream_network(self, row: Row, bundle: str) -> dict:
         """``network_def`` of a segmentation fine-tune: the MONAI network of the pre-training backbone's
-        architecture."""
+        architecture and normalisation."""
         backbone = self.pretrain_backbone(row)
         common = {"in_channels": "@in_channels", "out_channels": "@num_classes"}
         target = str(backbone["_target_"])
+        # the pre-training's normalisation too: a batch-norm encoder in an instance-norm network would lose its
+        # running statistics (the transfer refuses that)
         if target.endswith("BasicUNetBackbone"):
             features = backbone.get("features", [32, 32, 64, 128, 256, 32])
-            return {"_target_": "BasicUNet", "spatial_dims": 3, "features": list(features), **common}
+            norm = {"norm": backbone["norm"]} if "norm" in backbone else {}
+            return {"_target_": "BasicUNet", "spatial_dims": 3, "features": list(features), **norm, **common}
         if target.endswith("SwinUNETRBackbone"):
+            norm = {"norm_name": backbone["norm_name"]} if "norm_name" in backbone else {}
             return {
                 "_target_": "SwinUNETR",
                 "feature_size": backbone.get("feature_size", 48),
                 "use_checkpoint": True,
+                **norm,
                 **common,
             }
         raise ValueError(f"{bundle}: no downstream network known for pre-training backbone {target}")
@@ -147,20 +211,23 @@ class PaperTableRunner:
             overrides["image_backbone"] = {**self.pretrain_backbone(row), "in_channels": "@in_channels"}
         if bundle.name in self.data_dirs:
             overrides["dataset_dir"] = self.data_dirs[bundle.name]
-        if self.scale == "toy":
+        if self.generated:
             # the classification labels come from the pre-training studies' findings (BIMCV in the paper): same set
-            shared = (
-                self.pretrain_config(self.row("t3d"))[1]["dataset_dir"] if bundle.task == "classification" else None
-            )
+            shared = self.world_dir() if bundle.task == "classification" else None
             overrides.setdefault("dataset_dir", shared or os.path.join(self.work, "data", bundle.name))
+            if shared and self.world:
+                overrides["datalist"] = os.path.join(
+                    shared, self.world.get("classification_datalist", "classification_datalist.json")
+                )
             if bundle.toy_miniature:
                 overrides["prepare_data#miniature#num_cases"] = self.spec["miniature_cases"]
-            overrides.update(self._toy_schedule(bundle.name))
+            overrides.update(self._generated_schedule(bundle.name))
         if os.path.isfile(self.split_datalist(bundle.name)):  # written by ``prepare`` once the data exist
             overrides["datalist"] = self.split_datalist(bundle.name)
+        overrides.update(self.spec.get("finetune_overrides", {}))
         return list(self.spec["finetune_configs"]), overrides
 
-    def _toy_schedule(self, bundle: str) -> dict:
+    def _generated_schedule(self, bundle: str) -> dict:
         """``validations`` epochs of equal length adding up to the bundle's fine-tune iterations, validating after
         each: the best of them is the checkpoint scored on test."""
         iterations = self.spec["finetune_iterations"]
@@ -187,6 +254,12 @@ class PaperTableRunner:
         if os.path.isfile(path):  # resuming: finished runs are reused, so they must come from the same budget
             with open(path, encoding="utf-8") as f:
                 earlier = json.load(f)
+            if self.plan.get("protocol") == 3 and plan_sha256(earlier) != self.plan_sha256:
+                raise SystemExit(
+                    f"{path}: this run's plan differs from the one its finished runs were made under (plan sha256 "
+                    f"{plan_sha256(earlier)[:12]} there, {self.plan_sha256[:12]} now: the registered protocol, the "
+                    "budget or the arguments changed); plans are never edited after a run: use another --out"
+                )
             same = lambda plan: json.dumps(  # noqa: E731
                 [plan["scale"], {k: v for k, v in plan["budget"].items() if k not in ("seeds", "fractions")}],
                 sort_keys=True,
@@ -199,7 +272,7 @@ class PaperTableRunner:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.plan, f, indent=1)
         with logged_to(os.path.join(self.out_dir, "logs", "prepare.log")):
-            if self.scale == "toy":
+            if self.generated:
                 # the pre-training rows' data; the classifier's studies are T3D's pre-training pairs even without it
                 rows = [r["name"] for r in self.plan["rows"] if r["pretrain"]]
                 if "t3d" not in rows and any(
@@ -212,7 +285,7 @@ class PaperTableRunner:
             for bundle in self.plan["bundles"]:
                 run = next(r for r in self.plan["runs"] if r["bundle"] == bundle["name"])
                 parser = bundle_parser(bundle["name"], *self.finetune_config(run, None))
-                if self.scale == "toy" and "prepare_data" in parser:
+                if self.generated and "prepare_data" in parser:
                     parser.get_parsed_content("prepare_data")
                 if not os.path.isfile(self.split_datalist(bundle["name"])):
                     write_test_split(
@@ -235,6 +308,7 @@ class PaperTableRunner:
             workflow.run()
             trainer = workflow.parser.get_parsed_content("train#trainer")
             steps = int(trainer.state.iteration)
+            retrieval = self._retrieval(workflow.parser)
             workflow.finalize()
         elapsed, cpu = time.time() - start, time.process_time() - cpu_start
         content = {
@@ -246,10 +320,25 @@ class PaperTableRunner:
             "elapsed_s": round(elapsed, 1),
             "cpu_s": round(cpu, 1),
             "weights": self.weights_of(row_name, pretrain_seed),
+            "retrieval": retrieval,
+            "plan_sha256": self.plan_sha256,
         }
         with open(done, "w", encoding="utf-8") as f:
             json.dump(content, f, indent=1)
         return f"{steps} steps in {elapsed:.1f} s ({cpu:.1f} s CPU)"
+
+    @staticmethod
+    def _retrieval(parser) -> dict | None:
+        """Held-out report→volume R@1 of the finished pre-training's last validation, its chance level, the number
+        of validation studies and the one-sided binomial p of that many hits at chance (None: no text, no retrieval)."""
+        validator = parser.get_parsed_content("validate#evaluator")
+        if validator is None or "report_to_volume_R1" not in (validator.state.metrics or {}):
+            return None
+        r1, chance = float(validator.state.metrics["report_to_volume_R1"]), float(validator.state.metrics["chance_R1"])
+        studies = len(parser.get_parsed_content("validate#rows"))
+        hits = round(r1 * studies)
+        return {"report_to_volume_R1": r1, "chance_R1": chance, "validation_studies": studies, "hits": hits,
+                "binomial_p": binomial_tail(hits, studies, chance)}  # fmt: skip
 
     def finetune(self, run: dict) -> str:
         if os.path.isfile(result_path(self.out_dir, run["run_id"])):
@@ -286,6 +375,9 @@ class PaperTableRunner:
             test.run()
             metrics, details = extract(test.parser.get_parsed_content("validate#evaluator"))
             test.finalize()
+            if bundle.task == "classification":
+                metrics.update(subset_auroc(test_overrides["output_dir"], test_overrides.get("datalist"),
+                                            self.world.get("subtle_key", "subtle_findings")))  # fmt: skip
         elapsed, cpu = time.time() - start, time.process_time() - cpu_start
         write_result(
             self.out_dir,
@@ -302,6 +394,7 @@ class PaperTableRunner:
             cpu_s=round(cpu, 1),
             scale=self.scale,
             pretrain=self._pretrain_record(run["row"], run["pretrain_seed"]),
+            plan_sha256=self.plan_sha256,
         )
         return f"{elapsed:.1f} s ({cpu:.1f} s CPU), test " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 
@@ -353,7 +446,7 @@ class PaperTableRunner:
             configs, overrides = self.pretrain_config(self.row(row["name"]))
             parser = bundle_parser(PRETRAIN_BUNDLE, configs, overrides)
             problems += resolve_problems(parser, f"{PRETRAIN_BUNDLE}[{row['name']}]")
-            if self.scale == "toy":  # toy data is generated by the first run; only the configs are checked
+            if self.generated:  # synthetic data is generated by the first run; only the configs are checked
                 checked.append(f"{PRETRAIN_BUNDLE}[{row['name']}]")
                 continue
             problems += datalist_problems(parser, f"{PRETRAIN_BUNDLE}[{row['name']}]", PRETRAIN_BUNDLE, self.scale)
@@ -370,7 +463,7 @@ class PaperTableRunner:
             parser = bundle_parser(run["bundle"], configs, overrides)
             where = f"{run['bundle']}[{run['row']}]"
             problems += resolve_problems(parser, where)
-            if self.scale != "toy":
+            if not self.generated:
                 problems += datalist_problems(parser, where, run["bundle"], self.scale)
             checked.append(where)
         unique = list(dict.fromkeys(problems))

@@ -14,7 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from custom.data.checks import DataError, check_nifti_header, load_nifti_checked, refuse_patient_leakage
+from custom.data.checks import refuse_patient_leakage
+from custom.errors import DataError
+from custom.transforms.volume_checks import check_nifti_header, load_nifti_checked
 
 
 def _hostile_nifti(path, shape=(2000, 2000, 2000)) -> str:

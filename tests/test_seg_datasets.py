@@ -13,10 +13,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from custom.data.checks import DataError
 from custom.data.seg_datasets import brats, btcv, msd
 from custom.data.seg_datasets.common import load_split, write_nifti
 from custom.data.synthetic_mr import MR_MODALITIES, render_brain_phantom
+from custom.errors import DataError
 from custom.transforms.brats_labels import BratsRegionsToLabeld, ConvertToBratsRegionsd
 from custom.transforms.seg_checks import CheckImageInputd, CheckSegmentationInputd
 

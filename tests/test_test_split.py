@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from custom.data.checks import DataError
 from custom.data.test_split import write_test_split
+from custom.errors import DataError
 
 
 def _datalist(tmp_path, test=None) -> str:

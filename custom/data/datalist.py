@@ -21,7 +21,8 @@ import csv
 import io
 import os
 
-from custom.data.checks import DataError, given_patient_id, read_json_object, read_text_file
+from custom.data.checks import given_patient_id, read_json_object, read_text_file
+from custom.errors import DataError
 
 __all__ = [
     "CSV_IMAGE_COLUMN",

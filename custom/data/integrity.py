@@ -43,16 +43,10 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import (
-    DataError,
-    check_label_values,
-    check_same_geometry,
-    duplicate_study_problems,
-    load_nifti_checked,
-    patient_split_problems,
-    read_report,
-)
+from custom.data.checks import duplicate_study_problems, patient_split_problems, read_report
 from custom.data.datalist import dataset_base, patient_id_of, read_datalist, resolve_paths, row_location
+from custom.errors import DataError
+from custom.transforms.volume_checks import check_label_values, check_same_geometry, load_nifti_checked
 
 __all__ = ["KINDS", "detect_kind", "declared_label_values", "verify_datalist", "main"]
 

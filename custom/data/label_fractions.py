@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from custom.data.checks import DataError
 from custom.data.datalist import patient_id_of, read_datalist
+from custom.errors import DataError
 
 __all__ = ["patient_order", "label_fraction_subsets", "write_label_fraction_datalists"]
 

@@ -25,9 +25,9 @@ import json
 import math
 import os
 
-from custom.data.checks import DataError
 from custom.data.datalist import patient_id_of, read_datalist
 from custom.data.seg_datasets.common import split_validation
+from custom.errors import DataError
 
 __all__ = ["LABEL_KEYS", "write_test_split"]
 

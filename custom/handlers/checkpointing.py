@@ -26,7 +26,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
-from custom.engines.distributed import is_main_process
+from custom.distributed import is_main_process
+from custom.errors import OneLineError
 from custom.weights.checkpoint import CheckpointLoadError, atomic_save, export_weights, safe_load, unwrap
 
 __all__ = ["ResumableCheckpoint", "RunFolderError", "run_fingerprint"]
@@ -36,7 +37,7 @@ LOCK_FILE = ".run.lock"
 _RESUME_MODES = (True, False, "force")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(OneLineError, ValueError):
     """A run folder another run holds, or a checkpoint in it that is not this run's to resume; one line."""
 
 

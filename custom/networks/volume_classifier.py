@@ -112,14 +112,6 @@ class VolumeClassifier(nn.Module):
         rx, ry, rz = self.roi_size
         return torch.stack([volume[:, x : x + rx, y : y + ry, z : z + rz] for x, y, z in origins.tolist()])
 
-    def load_encoder(self, path: str | None) -> VolumeClassifier:
-        """Initialise the backbone's encoder from a T3D / SSL checkpoint (``None``: scratch) through
-        :func:`custom.weights.transfer.load_pretrained`, which prints what was loaded; returns ``self``."""
-        from custom.weights.transfer import load_pretrained
-
-        load_pretrained(self.image_backbone, path)
-        return self
-
     def _window_tokens(self, chunk: torch.Tensor) -> torch.Tensor:
         backbone = self.image_backbone
         if hasattr(backbone, "swinViT"):  # SwinUNETR: only the transformer output is read, skip the CNN skip path

@@ -30,13 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from monai.networks.nets import BasicUNet, SwinUNETR
 
-from custom.networks.swin_backbone import SwinUNETRBackbone
-from custom.networks.unet_backbone import BasicUNetBackbone
+from custom.errors import WeightTransferError
+from custom.networks.encoder_prefixes import encoder_prefixes_of
+from custom.networks.volume_classifier import VolumeClassifier
 from custom.weights.checkpoint import CheckpointLoadError, NonFiniteWeightsError, load_weights_only
 
-__all__ = ["WeightTransferError", "TransferReport", "encoder_prefixes_of", "transfer_weights", "load_pretrained"]
+__all__ = ["TransferReport", "transfer_weights", "load_pretrained"]
 
 IMAGE_BACKBONE_PREFIX = "image_backbone."
 # wrappers whose ``state_dict`` prefixes keys: DDP / DataParallel
@@ -46,10 +46,6 @@ _CONTAINER_KEYS = ("state_dict", "model", "network", "net")
 # source-prefix rewrites tried in order when a key does not match the target as is
 _PREFIX_REWRITES = (("", "swinViT."), ("encoder.", "swinViT."))
 _INFIX_REWRITES = ((".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."))
-
-
-class WeightTransferError(RuntimeError):
-    """Pre-trained weights could not initialise the encoder; the message says which checkpoint and why."""
 
 
 @dataclass
@@ -82,18 +78,6 @@ class TransferReport:
                 f"  ignored (not image backbone: text encoder, interactor, heads): {self.ignored_non_image}",
             ]
         )
-
-
-def encoder_prefixes_of(network: torch.nn.Module) -> tuple[str, ...]:
-    """The state-dict prefixes of ``network``'s image encoder (MONAI SwinUNETR or BasicUNet, possibly wrapped)."""
-    network = getattr(network, "module", network)
-    if isinstance(network, SwinUNETR):
-        return SwinUNETRBackbone.encoder_prefixes
-    if isinstance(network, BasicUNet):
-        return BasicUNetBackbone.encoder_prefixes
-    raise WeightTransferError(
-        f"expected a MONAI SwinUNETR or BasicUNet to receive encoder weights, found {type(network).__name__}"
-    )
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -226,14 +210,18 @@ def load_pretrained(
 ) -> torch.nn.Module:
     """Bundle entry point: ``network`` with its encoder initialised from ``path``; ``path=None`` means from scratch.
     ``frozen``: the encoder then stops training (a frozen-encoder probe, :func:`custom.weights.freeze.freeze_encoder`).
+    A :class:`~custom.networks.volume_classifier.VolumeClassifier` receives the weights in its ``image_backbone``
+    (its linear probe is its own ``freeze_encoder``), so both kinds of downstream bundle load through this one call.
 
-    Prints the :class:`TransferReport` and returns ``network`` so a config can chain it, as the segmentation
+    Prints the :class:`TransferReport` and returns ``network`` so a config can chain it, as the downstream
     ``train.json`` do: ``load_pretrained(@network_def, @pretrained_weights, frozen=@frozen_encoder)``, then ``.to``.
     """
     from custom.weights.freeze import freeze_encoder  # freeze reads this module's encoder_prefixes_of
 
+    encoder_holder = network.image_backbone if isinstance(network, VolumeClassifier) else network
     if path is None or str(path).strip().lower() in ("", "none", "null"):
         log("weight transfer: pretrained_weights is null, the network starts from random initialisation (scratch)")
     else:
-        log(transfer_weights(network, str(path), encoder_prefixes, adapt_channels).summary())
-    return freeze_encoder(network, frozen, log)
+        log(transfer_weights(encoder_holder, str(path), encoder_prefixes, adapt_channels).summary())
+    freeze_encoder(encoder_holder, frozen, log)
+    return network

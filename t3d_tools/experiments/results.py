@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from custom.errors import OneLineError
 from t3d_tools.experiments.protocol import BASE_ROWS, COLUMNS
 from t3d_tools.experiments.statistics import floor_check, paired_differences, summarise, verdict_lines
 
@@ -52,7 +53,7 @@ PROBE_EXPLAINED = (
 )
 
 
-class IncompleteResultsError(RuntimeError):
+class IncompleteResultsError(OneLineError, RuntimeError):
     """The results folder does not hold every planned run, complete; the message names the first one that is not."""
 
 

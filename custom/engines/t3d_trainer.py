@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader
 from custom.engines.precise_batch_norm import recompute_batch_norm_statistics
 from custom.engines.pretraining_trainer import PretrainingTrainer, step_terms
 from custom.losses.report_affinity import ReportAffinity
-from custom.losses.tcl import LOGIT_SCALE_MAX, TextInformedContrastiveLoss
+from custom.losses.tcl import TextInformedContrastiveLoss
 from custom.losses.tir import MaskedRestorationLoss
 from custom.networks.t3d import T3DModel
+from custom.networks.temperature import LOGIT_SCALE_MAX
 from custom.transforms.corruption import BlockMaskCorruption
 from custom.weights.checkpoint import unwrap
 

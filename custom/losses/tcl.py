@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 import torch.distributed as dist
@@ -11,13 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from custom.losses.report_affinity import ReportAffinity, off_diagonal_positive_fraction
+from custom.networks.temperature import LOGIT_SCALE_MAX
 
-__all__ = ["LOGIT_SCALE_MAX", "TextInformedContrastiveLoss", "gather_with_local_grad"]
+__all__ = ["TextInformedContrastiveLoss", "gather_with_local_grad"]
 
 logger = logging.getLogger(__name__)
-
-#: upper bound of the learnable log inverse temperature (CLIP's: the temperature never goes below 0.01)
-LOGIT_SCALE_MAX = math.log(100.0)
 
 
 def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:

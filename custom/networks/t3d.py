@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from custom.losses.tcl import LOGIT_SCALE_MAX
 from custom.networks.image_head import ImageEmbeddingHead
 from custom.networks.interactor import Interactor
 from custom.networks.projection import ProjectionHead
+from custom.networks.temperature import LOGIT_SCALE_MAX
 from custom.networks.text_encoder import HFTextEncoder
 from custom.networks.text_whitening import TextWhitening
 

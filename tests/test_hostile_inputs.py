@@ -260,6 +260,27 @@ def test_inference_inputs_with_one_output_name_are_refused_naming_both():
     )
     with pytest.raises(DataError, match="a/t1.nii.gz and b/t1.nii.gz"):  # multi-channel rows: named by the first
         refuse_output_collisions([["a/t1.nii.gz", "a/t2.nii.gz"], ["b/t1.nii.gz", "b/t2.nii.gz"]], "seg")
+    rows = [{"image": "/v/patA/ct.nii.gz", "label": "/v/patA/seg.nii.gz"}, {"image": "/v/patB/ct.nii.gz"}]
+    with pytest.raises(DataError, match="/v/patA/ct.nii.gz and /v/patB/ct.nii.gz"):  # an evaluated split's rows
+        refuse_output_collisions(rows, "seg")
+
+
+@pytest.mark.parametrize("bundle", ["t3d_btcv_seg", "t3d_msd_lung", "t3d_brats"])
+def test_evaluation_refuses_split_images_with_one_output_name(bundle):
+    """evaluate.json writes each evaluated image's segmentation into the flat output folder, as inference does: two
+    rows of the split named ``ct.nii.gz`` are refused before anything runs, naming both."""
+    from monai.bundle import ConfigParser
+
+    configs = os.path.join(os.path.dirname(__file__), "..", "bundles", bundle, "configs")
+    parser = ConfigParser()
+    parser.read_config([os.path.join(configs, name) for name in ("train.json", "evaluate.json")])
+    (check,) = [i for i, item in enumerate(parser["initialize"]) if "refuse_output_collisions" in str(item)]
+    parser["validate#dataset#data"] = [{"image": "/v/patA/ct.nii.gz"}, {"image": "/v/patB/ct.nii.gz"}]
+    with pytest.raises(DataError, match="/v/patA/ct.nii.gz and /v/patB/ct.nii.gz: expected inputs whose outputs"):
+        parser.get_parsed_content(f"initialize#{check}")
+    parser["validate#dataset#data"] = [{"image": "/v/patA/ct.nii.gz"}, {"image": "/v/patB/pet.nii.gz"}]
+    parser.parse()
+    assert parser.get_parsed_content(f"initialize#{check}") is True
 
 
 # ---- content that is empty in effect ----

@@ -1,7 +1,8 @@
-"""One-line input checks shared by every loader, the datalist readers and the integrity checker.
+"""One-line input checks of reports, datalists and patients, shared by the loaders, the datalist readers and the
+integrity checker (the checks of an image volume itself are :mod:`custom.transforms.volume_checks`).
 
-Each check raises :class:`DataError` whose message names the file (or datalist row / config key), what was expected
-and what was found, so a bad case among thousands is found from the log line alone.
+Each check raises :class:`~custom.errors.DataError` whose message names the file (or datalist row / config key), what
+was expected and what was found, so a bad case among thousands is found from the log line alone.
 """
 
 from __future__ import annotations
@@ -145,12 +146,14 @@ def _output_stem(path: str) -> str:
 
 
 def refuse_output_collisions(images: Sequence, postfix: str) -> bool:
-    """Refuse (one line naming both inputs) two inference inputs whose outputs would get one file name in the flat
-    output folder (``patA/ct.nii.gz`` and ``patB/ct.nii.gz`` both write ``ct_<postfix>.nii.gz``: the second would
-    silently overwrite the first). A row of several files (one per channel) is named by its first, as MONAI's writer
-    names it. True otherwise (a config ``initialize`` item)."""
+    """Refuse (one line naming both inputs) two inference or evaluation inputs whose outputs would get one file name
+    in the flat output folder (``patA/ct.nii.gz`` and ``patB/ct.nii.gz`` both write ``ct_<postfix>.nii.gz``: the
+    second would silently overwrite the first). ``images``: image paths (inference) or datalist rows with an
+    ``image`` (the evaluated split). A row of several files (one per channel) is named by its first, as MONAI's
+    writer names it. True otherwise (a config ``initialize`` item)."""
     first_of: dict[str, str] = {}
-    for image in images:
+    for item in images:
+        image = item.get("image") if isinstance(item, Mapping) else item
         path = str(image[0] if isinstance(image, (list, tuple)) and image else image)
         output = f"{_output_stem(path)}_{postfix}"
         if output in first_of and os.path.abspath(first_of[output]) != os.path.abspath(path):

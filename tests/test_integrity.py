@@ -278,6 +278,8 @@ def test_in_channels_is_the_bundles_channel_count(dataset):
     rows = _seg_rows(cases)
     rows[0]["image"] = two
     path = _write(folder, "seg2.json", {"labels": SEG_LABELS, "training": rows})
-    assert not any("channel" in p for p in verify_datalist(path, kind="segmentation", in_channels=2))
-    problems = [p for p in verify_datalist(path, kind="segmentation", in_channels=1) if "channel" in p]
-    assert len(problems) == 1 and "expected 1 image channel(s) (--in_channels), found 2" in problems[0], problems
+    for in_channels, flagged in ((1, ["images/two.nii.gz"]), (2, [f"images/case{i}.nii.gz" for i in (1, 2, 3)])):
+        problems = [p for p in verify_datalist(path, kind="segmentation", in_channels=in_channels) if "channel" in p]
+        assert [p.split("] ")[1].split(":")[0] for p in problems] == flagged, problems
+        found = 3 - in_channels  # the 2-channel file is flagged by 1, the 1-channel ones by 2
+        assert all(f"expected {in_channels} image channel(s) (--in_channels), found {found}" in p for p in problems)

@@ -73,7 +73,8 @@ def test_one_patient_spelled_three_ways_stays_on_one_side(tmp_path):
     training = [{"image": f"x{k}.nii.gz", "label": [1, 0], "patient_id": s} for k, s in enumerate(spellings)]
     training += [{"image": f"q{i}.nii.gz", "label": [0, 1], "patient_id": f"q{i}"} for i in range(5)]
     path = tmp_path / "datalist.json"
-    path.write_text(json.dumps({"training": training, "validation": [], "class_names": ["a", "b"]}))
+    validation = [{"image": "v0.nii.gz", "label": [0, 1]}]
+    path.write_text(json.dumps({"training": training, "validation": validation, "class_names": ["a", "b"]}))
     sides = set()
     for seed in range(12):  # the held-out choice varies with the seed; p7 is never split, whichever side it takes
         out = json.loads(open(write_test_split(str(path), str(tmp_path / f"s{seed}.json"), 0.4, seed=seed)).read())

@@ -25,12 +25,12 @@ import tracemalloc
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import load_nifti_checked
 from custom.data.synthetic_ct import render_scan
 from custom.data.volume_cache import VolumeCache
 from custom.transforms.body_mask import body_mask
 from custom.transforms.preprocessing import VolumePreprocessing
 from custom.transforms.subvolume import BodyGrid, evaluation_crop_origins
+from custom.transforms.volume_checks import load_nifti_checked
 
 POINTS = 50000
 THRESHOLD = 0.25

@@ -123,7 +123,7 @@ def test_prepare_refuses_unsafe_archives_before_touching_the_disk(tmp_path, caps
     assert folder_tree(tmp_path) == before  # the app, its bundles and every sibling byte for byte; nothing new either
     assert not os.path.exists(tmp_path / "escaped.txt") and not os.path.exists(tmp_path / "apps" / "escaped.txt")
     # the same zips through the library call: the project's error type (a DataError, so a ValueError)
-    from custom.data.checks import DataError
+    from custom.errors import DataError
     from t3d_tools.packaging.archive import ArchiveError
     from t3d_tools.serving.prepare import prepare_app
 

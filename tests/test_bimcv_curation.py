@@ -17,10 +17,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from custom.data.checks import DataError
 from custom.data.integrity import verify_datalist
 from custom.data.synthetic_ct import FINDING_NAMES, sample_findings
 from custom.data.synthetic_reports import write_report
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.curate import curate, curate_csv
 from t3d_tools.curation.bimcv.labels import (
     build_class_list,

@@ -17,8 +17,9 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNet
 
+from custom.errors import WeightTransferError
 from custom.weights.checkpoint import CheckpointLoadError, atomic_save, remove_orphan_temp_files, safe_load
-from custom.weights.transfer import WeightTransferError, transfer_weights
+from custom.weights.transfer import transfer_weights
 from t3d_tools.packaging.pack import PackError, check_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

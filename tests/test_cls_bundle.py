@@ -20,9 +20,9 @@ from conftest import BUNDLES, META_SCHEMA, run_bundle
 from monai.bundle import ConfigWorkflow, verify_metadata
 from test_zero_shot import toy_pretraining
 
-from custom.data.checks import DataError
 from custom.data.classification_datalist import read_class_names
 from custom.engines.classification_metadata import sync_metadata
+from custom.errors import DataError
 from custom.networks.unet_backbone import CPU_TOY_NORM, BasicUNetBackbone
 from custom.networks.volume_classifier import VolumeClassifier, window_origins
 from custom.weights.transfer import load_pretrained

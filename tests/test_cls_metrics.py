@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from custom.data.checks import DataError
 from custom.data.classification_datalist import load_classification_split, read_class_names
 from custom.data.label_fractions import label_fraction_subsets
+from custom.errors import DataError
 from custom.evaluation.classification_metrics import (
     average_precision,
     best_f1_threshold,

@@ -14,7 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from custom.data.checks import DataError, check_nifti_header, load_nifti_checked, refuse_patient_leakage
+from custom.data.checks import refuse_patient_leakage
+from custom.errors import DataError
+from custom.transforms.volume_checks import check_nifti_header, load_nifti_checked
 
 
 def _hostile_nifti(path, shape=(2000, 2000, 2000)) -> str:
@@ -79,7 +81,8 @@ def test_monai_loader_refuses_the_hostile_header_too(tmp_path):
 
 
 def test_the_integrity_checker_reports_per_file_and_goes_on(tmp_path, monkeypatch, capsys):
-    from custom.data import checks, integrity
+    from custom.data import integrity
+    from custom.transforms import volume_checks
 
     good = [_volume(tmp_path / f"good{i}.nii.gz", seed=i) for i in range(3)]
     hostile = _hostile_nifti(tmp_path / "claims.nii.gz", (4000, 4000, 4000))
@@ -109,7 +112,7 @@ def test_the_integrity_checker_reports_per_file_and_goes_on(tmp_path, monkeypatc
             return Exhausting()
         return image
 
-    monkeypatch.setattr(checks.nib, "load", load)
+    monkeypatch.setattr(volume_checks.nib, "load", load)
     assert integrity.main(["--datalist", str(datalist)]) == 1
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
@@ -258,6 +261,31 @@ def test_inference_inputs_with_one_output_name_are_refused_naming_both():
     )
     with pytest.raises(DataError, match="a/t1.nii.gz and b/t1.nii.gz"):  # multi-channel rows: named by the first
         refuse_output_collisions([["a/t1.nii.gz", "a/t2.nii.gz"], ["b/t1.nii.gz", "b/t2.nii.gz"]], "seg")
+    rows = [{"image": "/v/patA/ct.nii.gz", "label": "/v/patA/seg.nii.gz"}, {"image": "/v/patB/ct.nii.gz"}]
+    with pytest.raises(DataError, match="/v/patA/ct.nii.gz and /v/patB/ct.nii.gz"):  # an evaluated split's rows
+        refuse_output_collisions(rows, "seg")
+
+
+@pytest.mark.parametrize("bundle", ["t3d_btcv_seg", "t3d_msd_lung", "t3d_brats"])
+def test_evaluation_refuses_split_images_with_one_output_name(bundle):
+    """evaluate.json writes each evaluated image's segmentation into the flat output folder, as inference does: two
+    rows of the split named ``ct.nii.gz`` are refused before anything runs, naming both."""
+    from monai.bundle import ConfigParser
+
+    from custom.runtime.errors import one_line_message
+
+    configs = os.path.join(os.path.dirname(__file__), "..", "bundles", bundle, "configs")
+    parser = ConfigParser()
+    parser.read_config([os.path.join(configs, name) for name in ("train.json", "evaluate.json")])
+    (check,) = [i for i, item in enumerate(parser["initialize"]) if "refuse_output_collisions" in str(item)]
+    parser["validate#dataset#data"] = [{"image": "/v/patA/ct.nii.gz"}, {"image": "/v/patB/ct.nii.gz"}]
+    with pytest.raises(RuntimeError) as caught:  # MONAI wraps it; the run's error hook prints the DataError's line
+        parser.get_parsed_content(f"initialize#{check}")
+    message = one_line_message(caught.value)
+    assert message.startswith("/v/patA/ct.nii.gz and /v/patB/ct.nii.gz: expected inputs whose outputs"), message
+    parser["validate#dataset#data"] = [{"image": "/v/patA/ct.nii.gz"}, {"image": "/v/patB/pet.nii.gz"}]
+    parser.parse()
+    assert parser.get_parsed_content(f"initialize#{check}") is True
 
 
 # ---- content that is empty in effect ----

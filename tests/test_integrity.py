@@ -236,3 +236,50 @@ def test_4d_volume_is_a_problem_in_a_single_channel_datalist_only(dataset):
         _write(folder, "seg4d.json", {"labels": SEG_LABELS, "training": seg}), kind="segmentation"
     )
     assert not any("3D volume" in p for p in seg_problems), seg_problems
+
+
+def test_the_summary_is_the_last_line_printed_with_the_problems_above(dataset):
+    """Problem lines go to stdout and the summary to stderr; read together through one pipe (stdout then
+    block-buffered), the summary must still come last, and an error outside the row checks is a problem line."""
+    import subprocess
+    import sys
+
+    folder, cases = dataset
+    rows = _seg_rows(cases)
+    rows[0]["label"] = "labels/missing.nii.gz"
+    path = _write(folder, "seg_bad.json", {"labels": SEG_LABELS, "training": rows, "validation": [42]})
+    command = [sys.executable, "-m", "custom.data.integrity", "--datalist", path]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 1 and lines[-1] == f"{path}: 2 problem(s)", done.stdout
+    assert "missing.nii.gz" in lines[-3] and "found 42" in lines[-2], done.stdout
+
+
+def test_an_error_outside_the_row_checks_ends_in_the_summary(dataset, capsys, monkeypatch):
+    import custom.data.integrity as integrity
+
+    def broken(*args, **kwargs):
+        raise MemoryError("patient table")
+
+    monkeypatch.setattr(integrity, "patient_split_problems", broken)
+    path = _write(dataset[0], "seg.json", {"labels": SEG_LABELS, "training": _seg_rows(dataset[1])})
+    assert main(["--datalist", path]) == 1
+    printed = capsys.readouterr()
+    assert printed.out.strip().splitlines() == [
+        f"{path}: expected a checkable datalist, found MemoryError: patient table"
+    ]
+    assert printed.err.strip().splitlines()[-1] == f"{path}: 1 problem(s)"
+
+
+def test_in_channels_is_the_bundles_channel_count(dataset):
+    """``--in_channels`` (the bundle network's, 4 for BraTS) refuses a row with another channel count."""
+    folder, cases = dataset
+    two = _save(folder, "images/two.nii.gz", np.zeros((*SHAPE, 2), np.float32))
+    rows = _seg_rows(cases)
+    rows[0]["image"] = two
+    path = _write(folder, "seg2.json", {"labels": SEG_LABELS, "training": rows})
+    for in_channels, flagged in ((1, ["images/two.nii.gz"]), (2, [f"images/case{i}.nii.gz" for i in (1, 2, 3)])):
+        problems = [p for p in verify_datalist(path, kind="segmentation", in_channels=in_channels) if "channel" in p]
+        assert [p.split("] ")[1].split(":")[0] for p in problems] == flagged, problems
+        found = 3 - in_channels  # the 2-channel file is flagged by 1, the 1-channel ones by 2
+        assert all(f"expected {in_channels} image channel(s) (--in_channels), found {found}" in p for p in problems)

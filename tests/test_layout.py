@@ -48,3 +48,40 @@ def test_every_config_name_lives_in_the_runtime():
                 assert found is not None, f"bundles/{bundle}/configs/{config}: {name} is not in custom/"
                 checked += 1
     assert checked > 50, checked  # every bundle's configs name custom/ code
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """``{package: packages it imports}`` over custom/'s sub-packages; the ground floor (``custom/errors.py``,
+    ``custom/distributed.py``) is the package ``custom``. Imports inside functions count too."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((REPO / "custom").rglob("*.py")):
+        parts = path.relative_to(REPO / "custom").parts
+        package = parts[0] if len(parts) > 1 else "custom"
+        for name in _imported_names(path):
+            top = name.split(".")
+            if top[0] == "custom":
+                target = top[1] if len(top) > 1 and (REPO / "custom" / top[1]).is_dir() else "custom"
+                if target != package:
+                    graph.setdefault(package, set()).add(target)
+    return graph
+
+
+def test_custom_packages_import_each_other_without_a_cycle():
+    """Issue #30: shared pieces live on the ground floor, so no package reaches up (a cycle between packages would
+    mean one does). The ground floor itself imports no package of custom/."""
+    graph = _package_imports()
+    assert not graph.get("custom"), graph.get("custom")
+    state: dict[str, str] = {}
+
+    def visit(package: str, path: list[str]) -> None:
+        state[package] = "open"
+        for target in sorted(graph.get(package, ())):
+            assert state.get(target) != "open", f"import cycle between packages: {' -> '.join(path + [target])}"
+            if target not in state:
+                visit(target, path + [target])
+        state[package] = "done"
+
+    for package in sorted(graph):
+        if package not in state:
+            visit(package, [package])
+    assert {"transforms", "custom"} <= graph["data"]  # the imports were read (a graph of no edges has no cycle)

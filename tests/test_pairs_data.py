@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from custom.data.checks import DataError
 from custom.data.pairs import PairsDataset, load_pairs
 from custom.data.synthetic_ct import FINDING_NAMES, Finding, render_phantom
 from custom.data.volume_cache import VolumeCache
+from custom.errors import DataError
 from custom.transforms.preprocessing import VolumePreprocessing
 from custom.transforms.subvolume import read_crops, sample_crop_origins, strata_grid, stratified_crop_origins
 

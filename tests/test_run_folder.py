@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from custom.handlers.checkpointing import LAST_CHECKPOINT, LOCK_FILE, ResumableCheckpoint, RunFolderError
 from custom.weights.checkpoint import CheckpointLoadError, safe_load
@@ -208,3 +208,61 @@ def test_resuming_an_amp_run_without_amp_is_refused_unless_forced(tmp_path, cpu_
     trainer.state.max_epochs = 2
     trainer.run()
     assert trainer.state.iteration == 6  # forced: resumed at iteration 3
+
+
+def _best_model_run(saver, network: torch.nn.Module, score: float) -> None:
+    """One evaluator epoch whose key metric is ``score``; the saver writes ``model.pt`` when it is the best."""
+    evaluator = Engine(lambda engine, batch: None)
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _metric(engine):  # registered before the saver's handler, as MONAI's metric handlers are
+        engine.state.metrics = {"val_mean_dice": score}
+
+    saver.attach(evaluator)
+    evaluator.run([0], max_epochs=1)
+
+
+@pytest.mark.parametrize("failing_write", ["half written, then ENOSPC", "ENOSPC before any byte"])
+def test_a_full_disk_during_the_best_model_save_keeps_the_earlier_model_pt(tmp_path, monkeypatch, failing_write):
+    """Issue #31: the downstream bundles' ``model.pt`` (their best-on-validation model) survives a save that fails
+    (a full disk simulated by a failing ``torch.save``), and the failure is one line naming the file. MONAI's own
+    ``CheckpointSaver`` deletes the old ``model.pt`` before writing the new one in place: it fails this test."""
+    import errno
+
+    from custom.handlers.checkpointing import BestModelSaver
+    from custom.runtime.errors import one_line_message
+    from custom.weights.checkpoint import CheckpointSaveError
+
+    network = torch.nn.Linear(3, 1)
+    saver = BestModelSaver(
+        str(tmp_path),
+        {"model": network},
+        save_key_metric=True,
+        key_metric_name="val_mean_dice",
+        key_metric_filename="model.pt",
+    )
+    _best_model_run(saver, network, 0.5)
+    model = tmp_path / "model.pt"
+    first = {k: v.clone() for k, v in network.state_dict().items()}
+    assert torch.equal(torch.load(model, weights_only=True)["weight"], first["weight"])
+
+    real_save = torch.save
+
+    def full_disk(obj, path, *args, **kwargs):
+        if failing_write.startswith("half"):
+            real_save(obj, path, *args, **kwargs)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with torch.no_grad():
+        network.weight.add_(1.0)
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointSaveError) as caught:
+        _best_model_run(saver, network, 0.9)  # better: MONAI would replace model.pt
+    monkeypatch.setattr(torch, "save", real_save)
+    message = one_line_message(caught.value)
+    assert message.startswith(f"{model}: expected to save the checkpoint, found OSError: No space left on device")
+    assert "the earlier file is kept" in message and "\n" not in message
+    assert torch.equal(torch.load(model, weights_only=True)["weight"], first["weight"])  # the old model, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left behind

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from custom.data.checks import DataError
-from custom.handlers.finite_loss import NonFiniteLossError, StopOnNonFiniteLoss, batch_sources, check_finite_loss
+from custom.engines.finite_loss import NonFiniteLossError, batch_sources, check_finite_loss
+from custom.errors import DataError
+from custom.handlers.finite_loss import StopOnNonFiniteLoss
 from custom.runtime.errors import one_line_message
 from custom.runtime.overrides import UnknownOverrideError, check_overrides, command_line_overrides
 
@@ -75,7 +76,7 @@ def test_one_line_message_is_found_through_monai_wrappers_and_dataloader_reraise
         assert one_line_message(wrapped) == "a.nii.gz: expected finite intensities, found 3 NaN/inf voxels"
     worker = DataError(
         "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n  File x\n"
-        "custom.data.checks.DataError: b.nii.gz: expected a 3D volume, found shape (4, 4)"
+        "custom.errors.DataError: b.nii.gz: expected a 3D volume, found shape (4, 4)"
     )
     assert one_line_message(worker) == "b.nii.gz: expected a 3D volume, found shape (4, 4)"
     assert one_line_message(RuntimeError("other")) is None

@@ -13,10 +13,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from custom.data.checks import DataError
 from custom.data.seg_datasets import brats, btcv, msd
 from custom.data.seg_datasets.common import load_split, write_nifti
 from custom.data.synthetic_mr import MR_MODALITIES, render_brain_phantom
+from custom.errors import DataError
 from custom.transforms.brats_labels import BratsRegionsToLabeld, ConvertToBratsRegionsd
 from custom.transforms.seg_checks import CheckImageInputd, CheckSegmentationInputd
 
@@ -296,3 +296,19 @@ def test_volume_below_the_minimum_size_is_refused_in_training_and_inference_pipe
         CheckImageInputd(in_channels=1)(load({"image": tiny}))
     expected = f"{tiny}: expected a 3D volume with at least 8 voxels along every axis, found spatial shape (10, 10, 3)"
     assert _one_line_error(excinfo) == expected
+
+
+def test_label_fractions_group_patient_ids_ignoring_case_and_whitespace():
+    """Every subset holds all rows of a patient or none, with the patient's id spelled three ways (issue #31)."""
+    from custom.data.label_fractions import label_fraction_subsets
+
+    spellings = ["P7", " p7 ", "p7"]
+    rows = [{"image": f"x{k}.nii.gz", "patient_id": s} for k, s in enumerate(spellings)]
+    rows += [{"image": f"q{i}.nii.gz", "patient_id": f"q{i}"} for i in range(9)]
+    counts = set()
+    for seed in range(12):
+        for subset in label_fraction_subsets(rows, (0.1, 0.5, 1.0), seed=seed).values():
+            count = sum(r["patient_id"] in spellings for r in subset)
+            assert count in (0, 3), (seed, subset)
+            counts.add(count)
+    assert counts == {0, 3}

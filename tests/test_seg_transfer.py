@@ -6,9 +6,10 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNet, SwinUNETR
 
+from custom.errors import WeightTransferError
 from custom.networks.swin_backbone import SwinUNETRBackbone
 from custom.networks.unet_backbone import BasicUNetBackbone
-from custom.weights.transfer import WeightTransferError, load_pretrained, transfer_weights
+from custom.weights.transfer import load_pretrained, transfer_weights
 
 SWIN_KWARGS = {"feature_size": 12}
 UNET_FEATURES = (8, 8, 16, 32, 64, 8)

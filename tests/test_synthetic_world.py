@@ -10,12 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from custom.data.checks import DataError
 from custom.data.classification_datalist import load_classification_split
 from custom.data.synthetic_world import ensure_world, make_world, world_report_corpus
 from custom.data.world_findings import SUBTLE_FINDINGS, WORLD_FINDINGS, Study, sample_finding, sample_study
 from custom.data.world_render import render_study
 from custom.data.world_reports import same_findings_bigram_overlap, sentences_naming, write_world_report
+from custom.errors import DataError
 from custom.evaluation.zero_shot import load_prompt_set
 
 SMALL = {"num_train": 10, "num_val": 4, "num_test": 6, "shape": (24, 24, 20), "spacing": (16.0, 16.0, 18.0)}

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from custom.data.checks import DataError
 from custom.data.test_split import write_test_split
+from custom.errors import DataError
 
 
 def _datalist(tmp_path, test=None) -> str:
@@ -64,3 +64,21 @@ def test_bad_arguments_and_too_few_patients_stop_in_one_line(tmp_path):
         write_test_split(source, str(tmp_path / "o.json"), test_source="test")
     with pytest.raises(DataError, match="expected more than 6 training patients to hold 0.9 of them out, found 6"):
         write_test_split(source, str(tmp_path / "o.json"), held_out_fraction=0.9)
+
+
+def test_one_patient_spelled_three_ways_stays_on_one_side(tmp_path):
+    """``"P7"``, ``" p7 "`` and ``"p7"`` are one patient to the leakage check, so the held-out test split keeps
+    their rows together (issue #31: one patient-id normaliser for every grouping)."""
+    spellings = ["P7", " p7 ", "p7"]
+    training = [{"image": f"x{k}.nii.gz", "label": [1, 0], "patient_id": s} for k, s in enumerate(spellings)]
+    training += [{"image": f"q{i}.nii.gz", "label": [0, 1], "patient_id": f"q{i}"} for i in range(5)]
+    path = tmp_path / "datalist.json"
+    validation = [{"image": "v0.nii.gz", "label": [0, 1]}]
+    path.write_text(json.dumps({"training": training, "validation": validation, "class_names": ["a", "b"]}))
+    sides = set()
+    for seed in range(12):  # the held-out choice varies with the seed; p7 is never split, whichever side it takes
+        out = json.loads(open(write_test_split(str(path), str(tmp_path / f"s{seed}.json"), 0.4, seed=seed)).read())
+        held = sum(r["patient_id"] in spellings for r in out["test"])
+        assert held in (0, 3), (seed, out["test"])
+        sides.add(held)
+    assert sides == {0, 3}

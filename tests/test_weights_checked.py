@@ -58,7 +58,8 @@ def test_inference_checkpoint_loader_refuses_a_model_of_nans(tmp_path):
 
 
 def test_pretrained_encoder_with_nans_is_blamed_on_the_weights(tmp_path):
-    from custom.weights.transfer import WeightTransferError, transfer_weights
+    from custom.errors import WeightTransferError
+    from custom.weights.transfer import transfer_weights
 
     path, first = _poisoned(tmp_path)
     with pytest.raises(WeightTransferError) as caught:
@@ -123,8 +124,8 @@ def test_the_error_hook_ends_a_read_only_folder_in_one_line(capsys):
 def test_a_damaged_text_encoder_is_one_line(tmp_path, offline_text_encoder):
     import shutil
 
+    from custom.errors import OneLineError
     from custom.networks.text_encoder import HFTextEncoder, TextEncoderLoadError
-    from custom.runtime.errors import ONE_LINE_ERRORS
 
     damaged = tmp_path / "encoder"
     shutil.copytree(offline_text_encoder, damaged)
@@ -135,6 +136,6 @@ def test_a_damaged_text_encoder_is_one_line(tmp_path, offline_text_encoder):
     assert str(caught.value).startswith(
         f"text_encoder_name '{damaged}': expected a loadable tokenizer and model, found"
     )
-    assert "\n" not in str(caught.value) and isinstance(caught.value, ONE_LINE_ERRORS)
+    assert "\n" not in str(caught.value) and isinstance(caught.value, OneLineError)
     with pytest.raises(TextEncoderLoadError, match="hub id already in the local Hugging Face cache"):
         HFTextEncoder("no-such-org/no-such-model-31")

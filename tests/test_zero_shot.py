@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 
-from custom.data.checks import DataError
 from custom.data.classification_datalist import read_class_names
 from custom.data.synthetic_ct import FINDING_NAMES
+from custom.errors import DataError
 from custom.evaluation.retrieval import retrieval_metrics
 from custom.evaluation.zero_shot import PROMPTS_DIR, class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
 from custom.handlers.retrieval_report import RetrievalReport

@@ -1,40 +1,27 @@
-"""One-line input checks shared by every loader, the datalist readers and the integrity checker.
+"""One-line input checks of reports, datalists and patients, shared by the loaders, the datalist readers and the
+integrity checker (the checks of an image volume itself are :mod:`custom.transforms.volume_checks`).
 
-Each check raises :class:`DataError` whose message names the file (or datalist row / config key), what was expected
-and what was found, so a bad case among thousands is found from the log line alone.
+Each check raises :class:`~custom.errors.DataError` whose message names the file (or datalist row / config key), what
+was expected and what was found, so a bad case among thousands is found from the log line alone.
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
 import json
 import logging
 import os
 import unicodedata
-import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-import nibabel as nib
-import numpy as np
+from custom.errors import DataError
 
 __all__ = [
-    "DataError",
-    "MIN_SPATIAL_VOXELS",
-    "DEFAULT_MAX_VOXELS",
-    "max_voxels_allowed",
-    "check_nifti_header",
-    "load_nifti_checked",
-    "check_affine",
-    "check_volume_array",
     "check_report_text",
     "read_text_file",
     "read_json_object",
     "read_report",
-    "check_same_geometry",
-    "check_label_values",
-    "check_channel_count",
     "glob_images",
     "refuse_output_collisions",
     "normalise_patient_id",
@@ -44,123 +31,6 @@ __all__ = [
     "duplicate_study_problems",
     "refuse_patient_leakage",
 ]
-
-
-#: fewer voxels than this along any axis is not a 3D volume a 3D network can learn from or be run on (a 32x32x2
-#: "volume" is two slices); every loader refuses it with one line
-MIN_SPATIAL_VOXELS = 8
-
-
-#: the most voxels any loader decodes (a 512 x 512 x 2000 CT is 5.2e8); the environment variable ``T3D_MAX_VOXELS``
-#: (or a loader's ``max_voxels`` argument, the integrity checker's ``--max_voxels``) sets another cap
-DEFAULT_MAX_VOXELS = 2**30
-#: deflate never packs more than ~1032 bytes into one: a .nii.gz cannot hold more voxel data than this times its size
-_DEFLATE_MAX_RATIO = 1032
-
-
-class DataError(ValueError):
-    """A problem with input data; the message is one line naming the source, the expectation and the finding."""
-
-
-def max_voxels_allowed(max_voxels: int | None = None) -> int:
-    """``max_voxels`` if given, else ``T3D_MAX_VOXELS`` from the environment, else :data:`DEFAULT_MAX_VOXELS`."""
-    if max_voxels is not None:
-        return int(max_voxels)
-    configured = os.environ.get("T3D_MAX_VOXELS", "").strip()
-    if not configured:
-        return DEFAULT_MAX_VOXELS
-    try:
-        return int(float(configured))
-    except ValueError:
-        raise DataError(f"T3D_MAX_VOXELS: expected a number of voxels, found {configured!r}") from None
-
-
-def check_nifti_header(path: str, max_voxels: int | None = None) -> None:
-    """Refuse, from the header alone and before any voxel is decoded, a NIfTI whose voxels are not real numbers
-    (complex, RGB), or whose header implies more voxels than the cap (:func:`max_voxels_allowed`) or more data than
-    the file can hold (its size; a ``.nii.gz``: its size times deflate's largest ratio). A 1.4 KB file whose header
-    claims 2000^3 voxels would otherwise allocate gigabytes. Other formats and unreadable headers pass (the reader
-    reports those)."""
-    if not path.lower().endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
-        return
-    try:
-        image = nib.load(path)  # lazy: the header only
-        shape = tuple(int(n) for n in image.header.get_data_shape())
-        dtype = np.dtype(image.header.get_data_dtype())
-        itemsize = int(dtype.itemsize)
-        offset = int(getattr(image.dataobj, "offset", 0))  # the image's header copy says 0; the proxy knows
-    except Exception:  # noqa: BLE001 - an unreadable header is the reader's to report, with its reason
-        return
-    if dtype.kind not in "biuf":  # complex, RGB (structured) voxels: no intensity a network or a label map can use
-        raise DataError(f"{path}: expected real-valued voxels (integer or float), found dtype {dtype}; not read")
-    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
-    cap = max_voxels_allowed(max_voxels)
-    if voxels > cap:
-        raise DataError(
-            f"{path}: expected at most {cap} voxels (T3D_MAX_VOXELS), found a header claiming shape {shape} "
-            f"({voxels} voxels); not read"
-        )
-    implied, size = offset + voxels * itemsize, os.path.getsize(path)
-    compressed = path.lower().endswith(".gz")
-    holds = size * _DEFLATE_MAX_RATIO if compressed else size
-    if implied > holds:
-        can = f"at most {holds} bytes unpacked from its {size}" if compressed else f"{size}"
-        raise DataError(
-            f"{path}: expected {implied} bytes of NIfTI data for the header's shape {shape}, found a file that can "
-            f"hold {can} bytes (a truncated file, or a header claiming more than the file holds); not read"
-        )
-
-
-def check_volume_array(
-    array: np.ndarray,
-    source: str,
-    expected_ndim: int = 3,
-    allow_nan: bool = False,
-    min_voxels: int = MIN_SPATIAL_VOXELS,
-) -> np.ndarray:
-    """Check the dimensionality, the size (``min_voxels`` along every axis of a 3D volume) and finiteness of a loaded
-    volume; returns it unchanged."""
-    if array.ndim != expected_ndim:
-        raise DataError(f"{source}: expected a {expected_ndim}D volume, found shape {tuple(array.shape)}")
-    if min(array.shape) < 1:
-        raise DataError(f"{source}: expected a non-empty volume, found shape {tuple(array.shape)}")
-    if expected_ndim == 3 and min(array.shape) < min_voxels:
-        raise DataError(
-            f"{source}: expected at least {min_voxels} voxels along every axis of a 3D volume, "
-            f"found shape {tuple(array.shape)}"
-        )
-    if array.dtype.kind not in "biuf":
-        raise DataError(f"{source}: expected real-valued voxels (integer or float), found dtype {array.dtype}")
-    if not allow_nan and np.issubdtype(array.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        if bad:
-            raise DataError(f"{source}: expected finite intensities, found {bad} NaN/inf voxels")
-    return array
-
-
-def load_nifti_checked(
-    path: str, expected_ndim: int = 3, min_voxels: int = MIN_SPATIAL_VOXELS, max_voxels: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI fully (so truncation is caught now, not mid-training) after :func:`check_nifti_header`, and check
-    it (:func:`check_volume_array`); returns (array, affine)."""
-    check_nifti_header(path, max_voxels)
-    try:
-        image = nib.load(path)
-        array = np.asanyarray(image.dataobj)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as err:
-        raise DataError(f"{path}: expected a readable NIfTI, found a corrupt or truncated file ({err})") from None
-    affine = check_affine(image.affine, path)
-    return check_volume_array(array, path, expected_ndim, min_voxels=min_voxels), affine
-
-
-def check_affine(affine: object, source: str) -> np.ndarray:
-    """A finite voxel-to-world matrix whose 3x3 part is invertible; returns it as a float64 ``(4, 4)`` array."""
-    affine = np.asarray(affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-8:
-        raise DataError(f"{source}: expected an invertible affine, found {affine[:3, :3].tolist()}")
-    return affine
 
 
 #: the longest report kept (characters; ``T3D_MAX_REPORT_CHARS`` sets another): real reports are 100-300 words, a
@@ -256,44 +126,6 @@ def read_report(report: object, base_dir: str, source: str) -> str:
     return check_report_text(report, source)
 
 
-def check_same_geometry(
-    image_shape: tuple[int, ...],
-    image_affine: np.ndarray,
-    label_shape: tuple[int, ...],
-    label_affine: np.ndarray,
-    source: str,
-    atol: float = 1e-3,
-) -> None:
-    """An image and its label map must share the spatial grid: same spatial shape and (to ``atol`` mm) same affine."""
-    if tuple(image_shape) != tuple(label_shape):
-        raise DataError(
-            f"{source}: expected the label's spatial shape to equal the image's {tuple(image_shape)}, "
-            f"found {tuple(label_shape)}"
-        )
-    image_affine, label_affine = np.asarray(image_affine, dtype=np.float64), np.asarray(label_affine, dtype=np.float64)
-    if not np.allclose(image_affine, label_affine, atol=atol):
-        worst = float(np.abs(image_affine - label_affine).max())
-        raise DataError(
-            f"{source}: expected the label's affine to equal the image's, found a difference of {worst:.4g} "
-            f"(image {np.round(image_affine[:3], 3).tolist()}, label {np.round(label_affine[:3], 3).tolist()})"
-        )
-
-
-def check_label_values(values: np.ndarray, allowed: set[int] | list[int], source: str) -> None:
-    """Every value of a label map must be one of ``allowed`` (the classes of the bundle's ``channel_def``)."""
-    found = {float(v) for v in np.unique(np.asarray(values))}
-    unknown = sorted(v for v in found if v not in {float(a) for a in allowed})
-    if unknown:
-        shown = [int(v) if float(v).is_integer() else v for v in unknown[:10]]
-        raise DataError(f"{source}: expected label values in {sorted(int(a) for a in allowed)}, found {shown}")
-
-
-def check_channel_count(channels: int, expected: int, source: str) -> None:
-    """The number of image channels must match the network's ``in_channels``."""
-    if int(channels) != int(expected):
-        raise DataError(f"{source}: expected {expected} image channel(s) for the network, found {channels}")
-
-
 def glob_images(pattern: str, config_key: str = "images") -> list[str]:
     """The sorted files matching ``pattern`` (an inference config's ``images``); a one-line :class:`DataError` naming
     the config key and the pattern when none match (an inference over no image would exit 0 having written nothing)."""
@@ -314,12 +146,14 @@ def _output_stem(path: str) -> str:
 
 
 def refuse_output_collisions(images: Sequence, postfix: str) -> bool:
-    """Refuse (one line naming both inputs) two inference inputs whose outputs would get one file name in the flat
-    output folder (``patA/ct.nii.gz`` and ``patB/ct.nii.gz`` both write ``ct_<postfix>.nii.gz``: the second would
-    silently overwrite the first). A row of several files (one per channel) is named by its first, as MONAI's writer
-    names it. True otherwise (a config ``initialize`` item)."""
+    """Refuse (one line naming both inputs) two inference or evaluation inputs whose outputs would get one file name
+    in the flat output folder (``patA/ct.nii.gz`` and ``patB/ct.nii.gz`` both write ``ct_<postfix>.nii.gz``: the
+    second would silently overwrite the first). ``images``: image paths (inference) or datalist rows with an
+    ``image`` (the evaluated split). A row of several files (one per channel) is named by its first, as MONAI's
+    writer names it. True otherwise (a config ``initialize`` item)."""
     first_of: dict[str, str] = {}
-    for image in images:
+    for item in images:
+        image = item.get("image") if isinstance(item, Mapping) else item
         path = str(image[0] if isinstance(image, (list, tuple)) and image else image)
         output = f"{_output_stem(path)}_{postfix}"
         if output in first_of and os.path.abspath(first_of[output]) != os.path.abspath(path):

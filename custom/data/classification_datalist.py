@@ -23,9 +23,9 @@ import json
 import os
 from collections.abc import Sequence
 
-from custom.data.checks import DataError
 from custom.data.datalist import read_datalist, read_split, row_location
 from custom.data.label_fractions import label_fraction_subsets
+from custom.errors import DataError
 
 __all__ = ["LABEL_KEYS", "read_class_names", "load_classification_split", "write_class_names"]
 

@@ -21,7 +21,8 @@ import csv
 import io
 import os
 
-from custom.data.checks import DataError, given_patient_id, read_json_object, read_text_file
+from custom.data.checks import given_patient_id, normalise_patient_id, read_json_object, read_text_file
+from custom.errors import DataError
 
 __all__ = [
     "CSV_IMAGE_COLUMN",
@@ -33,6 +34,7 @@ __all__ = [
     "dataset_base",
     "resolve_paths",
     "patient_id_of",
+    "patient_group_of",
 ]
 
 CSV_IMAGE_COLUMN = "path"
@@ -58,6 +60,13 @@ def patient_id_of(row: dict | str, patient_key: str = "patient_id") -> str:
     image = row.get("image")
     image = image[0] if isinstance(image, (list, tuple)) and image else image
     return os.path.basename(str(image)).split(".")[0]
+
+
+def patient_group_of(row: dict | str, patient_key: str = "patient_id") -> str:
+    """The key rows are grouped by patient with (subsets, held-out splits): :func:`patient_id_of` through
+    :func:`custom.data.checks.normalise_patient_id`, so ``"P1 "`` and ``"p1"`` are one patient here exactly as they
+    are to the leakage check."""
+    return normalise_patient_id(patient_id_of(row, patient_key))
 
 
 def dataset_base(datalist: str, dataset_dir: str | None = None) -> str:

@@ -43,16 +43,10 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import (
-    DataError,
-    check_label_values,
-    check_same_geometry,
-    duplicate_study_problems,
-    load_nifti_checked,
-    patient_split_problems,
-    read_report,
-)
+from custom.data.checks import duplicate_study_problems, patient_split_problems, read_report
 from custom.data.datalist import dataset_base, patient_id_of, read_datalist, resolve_paths, row_location
+from custom.errors import DataError
+from custom.transforms.volume_checks import check_label_values, check_same_geometry, load_nifti_checked
 
 __all__ = ["KINDS", "detect_kind", "declared_label_values", "verify_datalist", "main"]
 
@@ -311,21 +305,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max_voxels", type=int, default=None, help="largest volume read, in voxels (default: T3D_MAX_VOXELS or 2^30)"
     )
     args = parser.parse_args(argv)
-    problems = verify_datalist(
-        args.datalist,
-        args.kind,
-        args.num_classes,
-        args.base_dir,
-        args.patient_key,
-        args.min_spacing,
-        args.max_spacing,
-        args.in_channels,
-        args.max_voxels,
-    )
+    try:
+        problems = verify_datalist(
+            args.datalist,
+            args.kind,
+            args.num_classes,
+            args.base_dir,
+            args.patient_key,
+            args.min_spacing,
+            args.max_spacing,
+            args.in_channels,
+            args.max_voxels,
+        )
+    except Exception as err:  # noqa: BLE001 - whatever escapes the per-row checks is a problem line, not a traceback
+        problems = [f"{args.datalist}: expected a checkable datalist, found {_first_line(err)}"]
     for problem in problems:
         print(problem)
     if problems:
-        print(f"{args.datalist}: {len(problems)} problem(s)", file=sys.stderr)
+        # stdout is block-buffered when redirected: flushed first, so the summary on stderr is the last line of both
+        sys.stdout.flush()
+        print(f"{args.datalist}: {len(problems)} problem(s)", file=sys.stderr, flush=True)
         return 1
     print(f"{args.datalist}: OK")
     return 0

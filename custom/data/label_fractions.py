@@ -4,7 +4,8 @@ Patients are shuffled once with the seed; every fraction takes a prefix of that 
 contained in larger ones and the same seed always gives the same files. With ``stratify_key`` (a per-row list or
 multi-hot vector of labels), patients are ordered round-robin across their rarest label so that each prefix
 covers as many classes as it can. Every fraction keeps at least ``min_patients`` patients. A row's patient is
-:func:`custom.data.datalist.patient_id_of` (its ``patient_id``, else its image's file name).
+:func:`custom.data.datalist.patient_group_of` (its ``patient_id``, else its image's file name; case and
+whitespace ignored, as the leakage check ignores them).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from custom.data.checks import DataError
-from custom.data.datalist import patient_id_of, read_datalist
+from custom.data.datalist import patient_group_of, read_datalist
+from custom.errors import DataError
 
 __all__ = ["patient_order", "label_fraction_subsets", "write_label_fraction_datalists"]
 
@@ -34,14 +35,14 @@ def patient_order(
     rows: Sequence[dict], seed: int, patient_key: str = "patient_id", stratify_key: str | None = None
 ) -> list:
     """Patients in the order fractions take them (deterministic for ``seed``)."""
-    patients = sorted({patient_id_of(row, patient_key) for row in rows})
+    patients = sorted({patient_group_of(row, patient_key) for row in rows})
     rng = np.random.default_rng(seed)
     shuffled = [patients[i] for i in rng.permutation(len(patients))]
     if stratify_key is None:
         return shuffled
     labels_of: dict[str, set] = defaultdict(set)
     for row in rows:
-        labels_of[patient_id_of(row, patient_key)].update(_row_labels(row, stratify_key))
+        labels_of[patient_group_of(row, patient_key)].update(_row_labels(row, stratify_key))
     frequency: dict = defaultdict(int)
     for labels in labels_of.values():
         for label in labels:
@@ -75,7 +76,7 @@ def label_fraction_subsets(
     for fraction in fractions:
         count = min(len(order), max(min_patients, math.ceil(fraction * len(order))))
         chosen = set(order[:count])
-        subsets[fraction] = [row for row in rows if patient_id_of(row, patient_key) in chosen]
+        subsets[fraction] = [row for row in rows if patient_group_of(row, patient_key) in chosen]
     return subsets
 
 

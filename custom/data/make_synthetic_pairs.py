@@ -25,7 +25,7 @@ import numpy as np
 
 from custom.data.synthetic_ct import FINDING_NAMES, render_phantom, sample_findings
 from custom.data.synthetic_reports import REPORT_STYLES, write_report
-from custom.engines.distributed import main_process_first
+from custom.distributed import main_process_first
 
 __all__ = ["make_synthetic_pairs", "ensure_synthetic_pairs"]
 

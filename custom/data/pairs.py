@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from custom.data.checks import DataError, check_report_text, read_report
+from custom.data.checks import check_report_text, read_report
 from custom.data.datalist import dataset_base, read_split, row_location
 from custom.data.volume_cache import CachedVolume, VolumeCache
+from custom.errors import DataError
 from custom.transforms.report_text import clean_report
 from custom.transforms.subvolume import (
     SAMPLING_MODES,

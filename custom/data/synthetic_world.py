@@ -31,11 +31,11 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import DataError
 from custom.data.world_findings import SUBTLE_FINDINGS, WORLD_FINDINGS, Study, sample_habitus, sample_study
 from custom.data.world_render import render_study
 from custom.data.world_reports import write_world_report
-from custom.engines.distributed import main_process_first
+from custom.distributed import main_process_first
+from custom.errors import DataError
 
 __all__ = [
     "WORLD_NAME",

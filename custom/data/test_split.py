@@ -25,9 +25,9 @@ import json
 import math
 import os
 
-from custom.data.checks import DataError
-from custom.data.datalist import patient_id_of, read_datalist
+from custom.data.datalist import patient_group_of, read_datalist
 from custom.data.seg_datasets.common import split_validation
+from custom.errors import DataError
 
 __all__ = ["LABEL_KEYS", "write_test_split"]
 
@@ -42,7 +42,7 @@ def _is_labelled(rows: list) -> bool:
 def _held_out_patients(rows: list[dict], fraction: float, seed: int, where: str) -> set[str]:
     """The seeded choice of :func:`~custom.data.seg_datasets.common.split_validation`, refused (rather than clamped)
     when it would leave training with one patient or none."""
-    patients = {patient_id_of(r) for r in rows}
+    patients = {patient_group_of(r) for r in rows}
     count = max(1, math.ceil(fraction * len(patients)))
     if count >= len(patients):
         raise DataError(
@@ -71,8 +71,8 @@ def write_test_split(
     if not _is_labelled(content.get("test") or []):
         training = content["training"]
         held = _held_out_patients(training, held_out_fraction, seed, datalist)
-        kept = [r for r in training if patient_id_of(r) not in held]
-        held_rows = [r for r in training if patient_id_of(r) in held]
+        kept = [r for r in training if patient_group_of(r) not in held]
+        held_rows = [r for r in training if patient_group_of(r) in held]
         if test_source == "training":
             content.update(training=kept, test=held_rows)
         else:

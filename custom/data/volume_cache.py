@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from custom.data.checks import load_nifti_checked
-from custom.engines.distributed import main_process_first
+from custom.distributed import main_process_first
 from custom.transforms.body_mask import body_mask
 from custom.transforms.preprocessing import VolumePreprocessing
 from custom.transforms.subvolume import BodyGrid
+from custom.transforms.volume_checks import load_nifti_checked
 
 __all__ = ["CachedVolume", "VolumeCache"]
 
@@ -127,7 +127,7 @@ class VolumeCache:
     def prepare(self, paths: list[str], progress: bool = True) -> None:
         """Build every missing entry, with a progress bar. Under ``torchrun``, rank 0 builds first, then the first
         process of each other node builds what its node cannot see (nothing on a shared filesystem), then the
-        others find every entry ready (:func:`~custom.engines.distributed.main_process_first`)."""
+        others find every entry ready (:func:`~custom.distributed.main_process_first`)."""
         main_process_first(self._build_missing)(paths, progress)
 
     def _build_missing(self, paths: list[str], progress: bool) -> None:

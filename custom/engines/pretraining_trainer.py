@@ -13,7 +13,7 @@ from monai.engines import Trainer
 from monai.utils import ensure_tuple
 from torch.utils.data import DataLoader, DistributedSampler
 
-from custom.handlers.finite_loss import batch_sources, check_finite_loss
+from custom.engines.finite_loss import batch_sources, check_finite_loss
 
 __all__ = ["PretrainingTrainer", "step_terms"]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 
 __all__ = [
     "roc_auc",

@@ -7,7 +7,7 @@ Prompt file (JSON; ``custom/data/prompts/*.json``)::
      "classes": {"<class name>": {"positive": [...], "negative": [...]}, ...}}
 
 A class of the evaluated class list that the file does not list gets ``defaults`` with ``{name}`` filled in; a class
-the file lists that is **not** in the class list stops the run (:class:`~custom.data.checks.DataError`, one line
+the file lists that is **not** in the class list stops the run (:class:`~custom.errors.DataError`, one line
 naming the file, the key, the expected names and the one found), as does a class left without phrasings.
 
 Score of class ``c`` for a volume embedding ``v`` (CheXzero-style positive-vs-negative ensembles): ``p_c`` / ``n_c``
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from custom.data.checks import DataError, read_json_object
+from custom.data.checks import read_json_object
+from custom.errors import DataError
 
 __all__ = ["PROMPTS_DIR", "PromptSet", "load_prompt_set", "class_prompt_embeddings", "zero_shot_probabilities"]
 

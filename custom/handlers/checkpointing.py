@@ -13,6 +13,9 @@ iterations) and resume from it on start; one run per folder, and only its own ch
 - Each checkpoint holds the trainer's AMP grad-scaler state (``engine.scaler``, float16 on CUDA) when it has an
   enabled one: a resumed run continues with the loss scale the interrupted run had reached, not a fresh 2**16 that
   would skip steps (overflow) again until it backs off.
+
+The downstream bundles' best-on-validation ``model.pt`` is written by :class:`BestModelSaver`, MONAI's
+``CheckpointSaver`` with the same atomic save: the earlier ``model.pt`` stays whole until the new one is complete.
 """
 
 from __future__ import annotations
@@ -28,19 +31,21 @@ from collections.abc import Mapping
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
-from custom.engines.distributed import is_main_process
+from custom.distributed import is_main_process
+from custom.errors import OneLineError
 from custom.weights.checkpoint import CheckpointLoadError, atomic_save, export_weights, safe_load, unwrap
 
-__all__ = ["ResumableCheckpoint", "RunFolderError", "run_fingerprint"]
+__all__ = ["BestModelSaver", "ResumableCheckpoint", "RunFolderError", "run_fingerprint"]
 
 LAST_CHECKPOINT = "checkpoint_last.pt"
 LOCK_FILE = ".run.lock"
 _RESUME_MODES = (True, False, "force")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(OneLineError, ValueError):
     """A run folder another run holds, or a checkpoint in it that is not this run's to resume; one line."""
 
 
@@ -105,6 +110,35 @@ def _grad_scaler(engine: Engine) -> torch.amp.GradScaler | None:
     or a CUDA scaler on a machine without CUDA) has no state."""
     scaler = getattr(engine, "scaler", None)
     return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+class _AtomicDiskSaver(BaseSaveHandler):
+    """Ignite's save handler with :func:`~custom.weights.checkpoint.atomic_save`. Ignite removes the file it replaces
+    *before* writing the new one, and MONAI's disk saver writes in place (``atomic=False``): a full disk left no
+    ``model.pt`` at all, or half of one. Here a fixed ``filename`` is never removed (the next save replaces it
+    whole, by rename) and a failed save is one line naming the file, the earlier file kept."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        self.dirname, self.filename = dirname, filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if is_main_process():
+            atomic_save(checkpoint, os.path.join(self.dirname, self.filename or filename))
+
+    def remove(self, filename: str) -> None:
+        path = os.path.join(self.dirname, filename)
+        if self.filename is None and is_main_process() and os.path.exists(path):
+            os.remove(path)
+
+
+class BestModelSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) whose every file is written by :class:`_AtomicDiskSaver`."""
+
+    def __init__(self, save_dir: str, *args, **kwargs) -> None:
+        super().__init__(save_dir, *args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:  # MONAI's saver holds the fixed file name (model.pt), if any
+                checkpoint.save_handler = _AtomicDiskSaver(save_dir, getattr(checkpoint.save_handler, "filename", None))
 
 
 class ResumableCheckpoint:

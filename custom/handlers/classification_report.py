@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from custom.data.checks import DataError
 from custom.data.datalist import patient_id_of
+from custom.errors import DataError
 from custom.evaluation.classification_metrics import classification_report
 from custom.evaluation.figures import plot_roc_curves
 from custom.handlers.multilabel_metric import gather_rows

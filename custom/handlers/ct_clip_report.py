@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from ignite.engine import Engine
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 from custom.evaluation.ct_clip_protocol import (
     CT_CLIP_METRICS,
     ct_clip_classification,

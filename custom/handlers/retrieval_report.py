@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from ignite.engine import Engine
 
-from custom.data.checks import load_nifti_checked
 from custom.evaluation.figures import mid_slice, plot_retrieval_sheet
 from custom.evaluation.retrieval import retrieval_metrics, retrieval_ranks
 from custom.handlers.embedding_collector import EmbeddingCollector
+from custom.transforms.volume_checks import load_nifti_checked
 
 __all__ = ["RetrievalReport"]
 

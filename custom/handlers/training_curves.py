@@ -9,7 +9,7 @@ import os
 import numpy as np
 from ignite.engine import Engine, Events
 
-from custom.engines.distributed import is_main_process
+from custom.distributed import is_main_process
 from custom.engines.pretraining_trainer import step_terms
 
 __all__ = ["TrainingCurves"]

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from ignite.engine import Engine
 
-from custom.data.checks import DataError
 from custom.data.datalist import patient_id_of
+from custom.errors import DataError
 from custom.evaluation.zero_shot import class_prompt_embeddings, load_prompt_set, zero_shot_probabilities
 from custom.handlers.classification_report import ClassificationReport
 from custom.handlers.embedding_collector import EmbeddingCollector

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from custom.errors import OneLineError
 from custom.transforms.report_text import split_sentences
 
 __all__ = [
@@ -63,7 +64,7 @@ _NEGATION_START = re.compile(r"^(no|there is no|there are no)\s+", re.IGNORECASE
 CALIBRATION_SAMPLE = 64
 
 
-class ReportAffinityError(ValueError):
+class ReportAffinityError(OneLineError, ValueError):
     """A report affinity that cannot do its job on this data (coarse labels, identical reports that are not
     positives); the message is one line naming ``report_affinity`` and the measured numbers."""
 

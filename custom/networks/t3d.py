@@ -12,13 +12,13 @@ from torch import nn
 from custom.networks.image_head import ImageEmbeddingHead
 from custom.networks.interactor import Interactor
 from custom.networks.projection import ProjectionHead
+from custom.networks.temperature import LOGIT_SCALE_MAX
 from custom.networks.text_encoder import HFTextEncoder
 from custom.networks.text_whitening import TextWhitening
 
 __all__ = ["LOGIT_SCALE_MAX", "T3DOutput", "T3DModel", "T3DImageEmbedder"]
 
 #: upper bound of the learnable log inverse temperature (CLIP's: the temperature never goes below 0.01)
-LOGIT_SCALE_MAX = math.log(100.0)
 
 
 @dataclass

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from custom.networks.text_encoder_errors import TextEncoderLoadError
+from custom.errors import OneLineError
 from custom.transforms.report_text import split_sentences
 
-__all__ = ["TextFeatures", "HFTextEncoder"]
+__all__ = ["TextEncoderLoadError", "TextFeatures", "HFTextEncoder"]
+
+
+class TextEncoderLoadError(OneLineError, OSError):
+    """The text encoder (``text_encoder_name``) could not be loaded; one line naming it and the reason."""
 
 
 @dataclass

@@ -4,11 +4,12 @@
 ``RuntimeError("Failed to evaluate ConfigExpression ...")``, so the project's own one-line messages (a bad volume,
 a NaN loss, an unloadable checkpoint, an unknown override) end up in the middle of a long traceback.
 :func:`install_error_hook`, the first ``initialize`` item of every bundle config, replaces ``sys.excepthook`` for the
-rest of the process: when the uncaught exception, or any exception in its ``__cause__``/``__context__`` chain, is one
-of :data:`ONE_LINE_ERRORS`, the run prints the traceback only with ``T3D_TRACEBACK=1`` and ends with the line
-``error: <message>``; the exit status stays 1 (when other threads are alive the process ends right after that line,
-before an interpreter teardown that could abort natively: :func:`_exit_before_teardown_if_threads_run`). Any other
-exception keeps Python's full traceback.
+rest of the process: when the uncaught exception, or any exception in its ``__cause__``/``__context__`` chain, is a
+:class:`custom.errors.OneLineError` (the one base of every one-line error, so no list of types is kept here), the run
+prints the traceback only with ``T3D_TRACEBACK=1`` and ends with the line ``error: <message>``; the exit status
+stays 1 (when other threads are alive the process ends right after that line, before an interpreter teardown that
+could abort natively: :func:`_exit_before_teardown_if_threads_run`). Any other exception keeps Python's full
+traceback.
 """
 
 from __future__ import annotations
@@ -21,36 +22,16 @@ import threading
 import traceback
 from types import TracebackType
 
-from custom.data.checks import DataError
-from custom.handlers.checkpointing import RunFolderError
-from custom.handlers.finite_loss import NonFiniteLossError
-from custom.losses.report_affinity import ReportAffinityError
-from custom.networks.text_encoder_errors import TextEncoderLoadError
-from custom.runtime.overrides import UnknownOverrideError
-from custom.weights.checkpoint import CheckpointLoadError, CheckpointSaveError
-from custom.weights.transfer import WeightTransferError
+from custom.errors import OneLineError
 
-__all__ = ["ONE_LINE_ERRORS", "install_error_hook", "one_line_message"]
-
-#: exception types whose message is a complete one-line diagnosis (file or key, expected, found)
-ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
-    DataError,
-    NonFiniteLossError,
-    CheckpointLoadError,
-    WeightTransferError,
-    UnknownOverrideError,
-    ReportAffinityError,
-    RunFolderError,
-    TextEncoderLoadError,
-    CheckpointSaveError,
-)
+__all__ = ["install_error_hook", "one_line_message"]
 
 #: OS errors that name a file and are the whole diagnosis: a read-only folder, a full disk, ``ulimit -f``
 _ONE_LINE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def one_line_message(error: BaseException) -> str | None:
-    """The message of the first :data:`ONE_LINE_ERRORS` exception in ``error``'s chain, or None.
+    """The message of the first :class:`~custom.errors.OneLineError` in ``error``'s chain, or None.
 
     A ``DataLoader`` worker re-raises its exception with the worker's traceback inside the message; the diagnosis is
     then that message's last line, without its ``module.Class:`` prefix."""
@@ -61,7 +42,7 @@ def one_line_message(error: BaseException) -> str | None:
         if isinstance(current, OSError) and current.errno in _ONE_LINE_ERRNOS and current.filename:
             files = " -> ".join(str(f) for f in (current.filename, current.filename2) if f)
             return f"{files}: expected a writable file or folder, found {current.strerror}"
-        if isinstance(current, ONE_LINE_ERRORS):
+        if isinstance(current, OneLineError):
             lines = [line.strip() for line in str(current).strip().splitlines() if line.strip()]
             if not lines:
                 return type(current).__name__

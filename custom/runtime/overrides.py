@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 from monai.bundle import ConfigParser
 
+from custom.errors import OneLineError
+
 __all__ = [
     "RUN_ARGUMENTS",
     "UnknownOverrideError",
@@ -36,7 +38,7 @@ RUN_ARGUMENTS = frozenset(
 )
 
 
-class UnknownOverrideError(ValueError):
+class UnknownOverrideError(OneLineError, ValueError):
     """An override names a config id that is in none of the config files."""
 
 

@@ -16,7 +16,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from custom.data.checks import DataError, check_label_values
+from custom.errors import DataError
+from custom.transforms.volume_checks import check_label_values
 
 __all__ = ["LABEL_SCHEMES", "REGIONS", "ConvertToBratsRegionsd", "BratsRegionsToLabeld"]
 

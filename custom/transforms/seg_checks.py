@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from monai.transforms import LoadImaged, MapTransform
 
-from custom.data.checks import (
+from custom.errors import DataError
+from custom.transforms.volume_checks import (
     MIN_SPATIAL_VOXELS,
-    DataError,
     check_affine,
     check_channel_count,
     check_label_values,
@@ -52,7 +52,7 @@ def unreadable_reason(path: str) -> str | None:
 
 class LoadImageCheckedd(LoadImaged):
     """MONAI's ``LoadImaged`` whose failures are one line: a file that does not load (truncated, empty, not an image,
-    absent) raises :class:`custom.data.checks.DataError` naming the file and the reader's reason, instead of
+    absent) raises :class:`custom.errors.DataError` naming the file and the reader's reason, instead of
     nibabel's ``EOFError`` / MONAI's reader error without the file name. Loading itself is unchanged (same readers,
     same ``MetaTensor``); the files are only re-examined after a failure, to name the one that failed.
 
@@ -61,8 +61,8 @@ class LoadImageCheckedd(LoadImaged):
     the same file would be refused by one bundle and loaded with another geometry by the next.
 
     Before reading, a NIfTI header that implies more voxels than the cap (``T3D_MAX_VOXELS``) or more data than the
-    file can hold is refused (:func:`custom.data.checks.check_nifti_header`), so a tiny hostile file cannot allocate
-    gigabytes."""
+    file can hold is refused (:func:`custom.transforms.volume_checks.check_nifti_header`), so a tiny hostile file
+    cannot allocate gigabytes."""
 
     def __call__(self, data: Mapping[Hashable, object], reader: object | None = None) -> dict:
         paths = [
@@ -131,7 +131,7 @@ class CheckImageInputd(MapTransform):
 
 
 class CheckSegmentationInputd(MapTransform):
-    """Raise :class:`custom.data.checks.DataError` (one line) for inputs the network cannot be trained or run on.
+    """Raise :class:`custom.errors.DataError` (one line) for inputs the network cannot be trained or run on.
 
     Expects channel-first MetaTensors: ``image`` ``(C, *spatial)`` and, when present, ``label`` ``(1, *spatial)``.
     Checks that ``C == in_channels``, that every intensity is finite (a NaN voxel would make every loss and weight

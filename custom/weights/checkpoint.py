@@ -20,6 +20,8 @@ import zipfile
 import torch
 from torch import nn
 
+from custom.errors import OneLineError
+
 __all__ = [
     "CheckpointLoadError",
     "NonFiniteWeightsError",
@@ -44,7 +46,7 @@ _ADVICE_LINE = re.compile(
 )
 
 
-class CheckpointLoadError(ValueError):
+class CheckpointLoadError(OneLineError, ValueError):
     """A checkpoint ``torch.load(..., weights_only=True)`` refused or could not read; ``reason`` is torch's real reason
     (one line), the message names the file as well."""
 
@@ -97,7 +99,7 @@ def first_non_finite_tensor(checkpoint: object) -> tuple[str, int, int, int] | N
     return None if found is None else (*found, others)
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(OneLineError, RuntimeError):
     """A checkpoint that could not be written (disk full, ``ulimit -f``, a read-only folder); the earlier file of that
     name is kept whole. One line naming the file."""
 

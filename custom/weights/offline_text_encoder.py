@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from custom.engines.distributed import main_process_first
+from custom.distributed import main_process_first
 
 __all__ = ["build_offline_text_encoder", "ensure_offline_text_encoder"]
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from custom.errors import WeightTransferError
 from custom.networks.encoder_lock import encoder_of, encoder_prefixes_of, lock_encoder
 from custom.weights.checkpoint import CheckpointLoadError, NonFiniteWeightsError, load_weights_only
 
@@ -51,10 +52,6 @@ _PREFIX_REWRITES = (("", "swinViT."), ("encoder.", "swinViT."))
 _INFIX_REWRITES = ((".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."))
 #: buffers a normalisation layer keeps between inputs (batch norm; instance norm has none by default)
 _STATISTIC_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
-
-
-class WeightTransferError(RuntimeError):
-    """Pre-trained weights could not initialise the encoder; the message says which checkpoint and why."""
 
 
 @dataclass

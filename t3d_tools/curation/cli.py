@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import fire
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 
 
 def run_commands(commands: dict[str, Callable]) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 
+from custom.errors import OneLineError
+
 __all__ = ["DryRunError", "resolve_problems", "datalist_problems", "text_encoder_problems"]
 
 
-class DryRunError(RuntimeError):
+class DryRunError(OneLineError, RuntimeError):
     """A ``--dry_run`` found configs that do not resolve or data that is not there (one line says all of it)."""
 
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from custom.errors import OneLineError
 from t3d_tools import REPO_ROOT
 from t3d_tools.experiments.protocol import BASE_ROWS, COLUMNS, plan_sha256
 from t3d_tools.experiments.statistics import (
@@ -66,7 +67,7 @@ PROBE_EXPLAINED = (
 )
 
 
-class IncompleteResultsError(RuntimeError):
+class IncompleteResultsError(OneLineError, RuntimeError):
     """The results folder does not hold every planned run, complete; the message names the first one that is not."""
 
 

@@ -28,7 +28,7 @@ import tempfile
 import time
 import zipfile
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 
 __all__ = [
     "ArchiveError",

@@ -2,10 +2,12 @@
 ``python -m t3d_tools.packaging`` prints it as one line (exit status 2); :func:`one_line_os_error` is how the
 packaging, download and serving commands print an ``OSError`` (disk full, ``ulimit -f``, a read-only folder)."""
 
+from custom.errors import OneLineError
+
 __all__ = ["PackError", "one_line_os_error"]
 
 
-class PackError(ValueError):
+class PackError(OneLineError, ValueError):
     """A bundle that cannot be packed as asked; the message is one line."""
 
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from custom.data.checks import DataError
 from custom.data.seg_datasets.common import ensure_dataset, split_validation, write_datalist, write_nifti
 from custom.data.synthetic_mr import BRATS_LABELS, MR_MODALITIES, render_brain_phantom
+from custom.errors import DataError
 from custom.transforms.brats_labels import LABEL_SCHEMES
 
 __all__ = [

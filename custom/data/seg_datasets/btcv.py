@@ -21,9 +21,9 @@ import re
 
 import numpy as np
 
-from custom.data.checks import DataError
 from custom.data.seg_datasets.common import ensure_dataset, write_datalist, write_nifti
 from custom.data.synthetic_ct import BTCV_ORGANS, render_phantom
+from custom.errors import DataError
 
 __all__ = [
     "BTCV_CASE_IDS",

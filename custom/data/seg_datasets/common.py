@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import DataError
 from custom.data.datalist import read_split
 from custom.data.label_fractions import label_fraction_subsets, write_label_fraction_datalists
+from custom.errors import DataError
 
 __all__ = ["write_nifti", "split_validation", "write_datalist", "load_split", "ensure_dataset"]
 

@@ -23,11 +23,11 @@ import os
 
 import numpy as np
 
-from custom.data.checks import DataError
 from custom.data.datalist import patient_id_of, read_datalist
 from custom.data.seg_datasets.common import ensure_dataset, split_validation, write_datalist, write_nifti
 from custom.data.synthetic_ct import FINDING_NAMES, Finding, render_phantom
 from custom.data.synthetic_mr import render_brain_phantom
+from custom.errors import DataError
 
 __all__ = ["build_datalist", "prepare", "write_lung_miniature", "write_brain_miniature", "ensure_lung_miniature"]
 

@@ -26,7 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 
 __all__ = [
     "SYNONYMS",

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import DataError, load_nifti_checked
+from custom.errors import DataError
+from custom.transforms.volume_checks import load_nifti_checked
 
 __all__ = [
     "Series",

@@ -9,8 +9,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from custom.data.checks import DataError
 from custom.data.label_fractions import label_fraction_subsets
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.labels import build_class_list, multi_hot
 from t3d_tools.curation.bimcv.records import (
     CLASSIFICATION_NAME,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import re
 
-from custom.data.checks import DataError, check_report_text
+from custom.data.checks import check_report_text
 from custom.data.datalist import patient_id_of
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.labels import canonical_terms, english_terms, parse_label_list
 from t3d_tools.curation.bimcv.mids import Series
 from t3d_tools.curation.bimcv.records import CuratedStudy, Exclusion, ProbeCache

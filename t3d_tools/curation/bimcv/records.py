@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.mids import probe_volume
 
 PAIRS_NAME = "pairs_datalist.json"

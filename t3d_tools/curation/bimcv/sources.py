@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.mids import Series, choose_study_volume, convert_dicom_series, static_rejection, walk_mids
 from t3d_tools.curation.bimcv.records import Exclusion, ProbeCache
 from t3d_tools.curation.bimcv.tables import BimcvColumns, TsvRow, read_tsv

@@ -13,7 +13,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 
 __all__ = ["BimcvColumns", "TsvRow", "read_tsv"]
 

@@ -36,7 +36,8 @@ import os
 import re
 from collections.abc import Sequence
 
-from custom.data.checks import DataError, check_report_text
+from custom.data.checks import check_report_text
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.labels import canonical_terms, english_terms, parse_label_list
 from t3d_tools.curation.bimcv.outputs import refuse_nothing_left, write_outputs
 from t3d_tools.curation.bimcv.records import (

@@ -21,7 +21,7 @@ Splits are the official ones (``train`` -> ``training``, ``valid`` -> ``validati
 One reconstruction per study by default (the lowest-numbered usable one); ``reconstructions="all"`` keeps each
 usable reconstruction as its own row (same patient, same study id, so patient-level bootstraps stay honest).
 
-Input contract (checked before anything is written; each a one-line :class:`~custom.data.checks.DataError`): every
+Input contract (checked before anything is written; each a one-line :class:`~custom.errors.DataError`): every
 CSV has its columns and names each volume once; every volume on disk has a report, labels and metadata row; every
 labels and metadata row names a volume of the reports CSV; every volume the reports CSV lists is on disk (unless
 ``subset=True``: a partial download, where the missing ones are recorded as "not downloaded"); every metadata row
@@ -35,7 +35,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.outputs import exclusions_tsv
 from t3d_tools.curation.bimcv.records import (
     CLASSIFICATION_NAME,

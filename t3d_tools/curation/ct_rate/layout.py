@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 
 __all__ = ["SPLITS", "CT_RATE_LABELS", "VolumeName", "parse_volume_name", "CtRateColumns", "CtRateFiles"]
 

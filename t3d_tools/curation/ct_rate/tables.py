@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from custom.data.checks import DataError
+from custom.errors import DataError
 from t3d_tools.curation.bimcv.sources import read_csv_text
 from t3d_tools.curation.ct_rate.layout import CtRateColumns, parse_volume_name
 

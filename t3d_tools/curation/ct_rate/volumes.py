@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 import nibabel as nib
 import numpy as np
 
-from custom.data.checks import DataError, check_volume_array
+from custom.errors import DataError
+from custom.transforms.volume_checks import check_volume_array
 from t3d_tools.curation.ct_rate.tables import Geometry
 
 __all__ = ["HEADER_FIXES", "VolumeTask", "process_volume", "metadata_affine", "VolumeLog", "run_tasks"]

@@ -38,6 +38,8 @@ import numpy as np
 import pytest
 from conftest import BUNDLES, REPO_ROOT, folder_tree
 
+from custom.networks.unet_backbone import CPU_TOY_NORM
+
 pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------------------------------------- the fork server
@@ -212,7 +214,9 @@ def toys(tmp_path_factory, synthetic_pairs, offline_text_encoder) -> Toys:
     pairs = _absolute_rows(os.path.join(synthetic_pairs, "pairs_datalist.json"))
     btcv_rows = _absolute_rows(btcv.write_miniature(str(root / "btcv"), num_cases=3, shape=(16, 16, 16), seed=0))
     torch.manual_seed(0)
-    network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8))
+    network = BasicUNet(
+        spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM
+    )
     weights = str(root / "seg_models" / "model.pt")
     os.makedirs(os.path.dirname(weights))
     torch.save(network.state_dict(), weights)

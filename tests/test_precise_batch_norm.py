@@ -40,7 +40,9 @@ class _RestorationStub(nn.Module):
         self.conv = nn.Conv3d(1, 1, 3, padding=1)
 
     def forward(self, images, corrupted, reports, crop_to_report):
-        return SimpleNamespace(restored=self.conv(self.norm(corrupted)), logit_scale=torch.zeros(()))
+        return SimpleNamespace(
+            restored=self.conv(self.norm(corrupted)), logit_scale=torch.ones(())
+        )  # the multiplier exp(log scale), as T3DModel returns it
 
 
 def test_the_t3d_trainer_recomputes_the_statistics_before_the_epochs_checkpoint(tmp_path):

@@ -12,6 +12,8 @@ import zipfile
 
 from conftest import folder_tree
 
+from custom.networks.unet_backbone import CPU_TOY_NORM
+
 USER_FILE = os.path.join("good_bundle", "models", "model_finetuned_on_my_data.pt")
 USER_BYTES = b"weeks of fine-tuning"
 
@@ -84,7 +86,9 @@ def test_pack_keeps_a_users_file_and_an_earlier_zip(tmp_path, capsys):
     from t3d_tools.packaging.pack import main as pack_main
 
     torch.manual_seed(0)
-    network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8))
+    network = BasicUNet(
+        spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM
+    )
     weights = tmp_path / "run" / "model.pt"
     weights.parent.mkdir()
     torch.save(network.state_dict(), weights)
@@ -99,7 +103,10 @@ def test_pack_keeps_a_users_file_and_an_earlier_zip(tmp_path, capsys):
     assert not (dist / ".previous").exists()
     torch.manual_seed(1)  # other weights, same version: the earlier zip is moved aside, not overwritten
     torch.save(
-        BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8)).state_dict(), weights
+        BasicUNet(
+            spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM
+        ).state_dict(),
+        weights,
     )
     capsys.readouterr()
     assert pack_main(args) == 0
@@ -123,7 +130,9 @@ def test_pack_ships_an_allow_list_only(tmp_path, capsys):
     torch.manual_seed(0)
     run = tmp_path / "run"
     run.mkdir()
-    network = BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8))
+    network = BasicUNet(
+        spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM
+    )
     torch.save(network.state_dict(), run / "model.pt")
     (run / "credentials.json").write_text('{"token": "secret"}')
     (run / "class_names.json").write_text('["a", "b"]')

@@ -9,12 +9,13 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNet
 
+from custom.networks.unet_backbone import CPU_TOY_NORM
 from custom.weights.checkpoint import NonFiniteWeightsError, load_weights_only
 
 
 def _network() -> BasicUNet:
     torch.manual_seed(0)
-    return BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8))
+    return BasicUNet(spatial_dims=3, in_channels=1, out_channels=14, features=(8, 16, 32, 64, 64, 8), norm=CPU_TOY_NORM)
 
 
 def _poisoned(tmp_path, value=float("nan"), wrap=None) -> tuple[str, str]:

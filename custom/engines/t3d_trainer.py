@@ -43,7 +43,7 @@ class T3DTrainer(PretrainingTrainer):
     loss's output dict); above ``max_positive_fraction`` the targets approach uniform (where a collapsed embedding is
     optimal) and a warning names the step (the first time, then a count at each epoch end).
     TCL gets the batch entries its ``required_batch_keys`` names (read once, at the first step). After every
-    optimiser step the model's temperature is clamped at its bound (:meth:`T3DModel.clamp_logit_scale_`), the one
+    optimiser step (with TCL on) the model's temperature is clamped at its bound (:meth:`T3DModel.clamp_logit_scale_`), the one
     place it is.
     """
 
@@ -136,7 +136,8 @@ class T3DTrainer(PretrainingTrainer):
 
     def _iteration(self, engine: T3DTrainer, batchdata: dict) -> list[dict]:
         output = super()._iteration(engine, batchdata)
-        unwrap(engine.network).clamp_logit_scale_()
+        if self.tcl_weight:  # without TCL nothing trains the temperature
+            unwrap(engine.network).clamp_logit_scale_()
         return output
 
     def _forward(self, network: torch.nn.Module, batchdata: dict) -> tuple:

@@ -43,8 +43,8 @@ class T3DTrainer(PretrainingTrainer):
     loss's output dict); above ``max_positive_fraction`` the targets approach uniform (where a collapsed embedding is
     optimal) and a warning names the step (the first time, then a count at each epoch end).
     TCL gets the batch entries its ``required_batch_keys`` names (read once, at the first step). After every
-    optimiser step (with TCL on) the model's temperature is clamped at its bound (:meth:`T3DModel.clamp_logit_scale_`), the one
-    place it is.
+    optimiser step (with TCL on) the model's temperature is clamped at its bound
+    (:meth:`T3DModel.clamp_logit_scale_`), the one place it is.
     """
 
     def __init__(
